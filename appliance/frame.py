@@ -1,0 +1,73 @@
+"""The unit of work: one camera frame, as every source delivers it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass
+class Frame:
+    """One captured frame.
+
+    `yuv` is the full image in I420 (planar YUV 4:2:0, full-range BT.601 as JPEG expects), shape
+    (height * 3 // 2, width): the Y plane on top, then U, then V. Working in the camera's own YUV
+    means a frame is never converted to RGB and back on its way to the JPEG encoder.
+    `lores` is the same picture as RGB at the segmentation model's input size (on a Pi the ISP
+    scales it for free).
+    """
+
+    yuv: np.ndarray
+    lores: np.ndarray
+    timestamp: float  # time.monotonic() at capture
+    sequence: int = 0
+
+    @property
+    def width(self) -> int:
+        return self.yuv.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.yuv.shape[0] * 2 // 3
+
+    def planes(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Views of the Y, U and V planes (no copies)."""
+        return split_i420(self.yuv)
+
+
+def split_i420(yuv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    h = yuv.shape[0] * 2 // 3
+    w = yuv.shape[1]
+    flat = yuv.reshape(-1)
+    y = flat[: h * w].reshape(h, w)
+    q = (h // 2) * (w // 2)
+    u = flat[h * w: h * w + q].reshape(h // 2, w // 2)
+    v = flat[h * w + q: h * w + 2 * q].reshape(h // 2, w // 2)
+    return y, u, v
+
+
+def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
+    """RGB uint8 (h, w, 3) with even h, w -> I420 (h*3/2, w), full-range BT.601 (JFIF).
+
+    OpenCV's COLOR_RGB2YUV is the full-range matrix; its *_I420 variants are limited-range, which
+    would shift every colour once the JPEG decoder on the host reads them as full range.
+    """
+    h, w = rgb.shape[:2]
+    full = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)
+    out = np.empty((h * 3 // 2, w), np.uint8)
+    y, u, v = split_i420(out)
+    cv2.extractChannel(full, 0, y)
+    chroma = cv2.resize(full, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+    cv2.extractChannel(chroma, 1, u)
+    cv2.extractChannel(chroma, 2, v)
+    return out
+
+
+def i420_to_rgb(yuv: np.ndarray) -> np.ndarray:
+    """I420 (full-range BT.601) -> RGB uint8 (h, w, 3). For previews and tests."""
+    y, u, v = split_i420(yuv)
+    h, w = y.shape
+    full = cv2.merge([y, cv2.resize(u, (w, h)), cv2.resize(v, (w, h))])
+    return cv2.cvtColor(full, cv2.COLOR_YUV2RGB)

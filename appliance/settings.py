@@ -1,0 +1,194 @@
+"""The appliance's settings: one validated schema, layered defaults < fleet file < user changes.
+
+The field names are a public contract: the web API, the fleet config and the UVC controls all use
+them. A rejected change raises SettingsError naming every bad field and leaves the saved file and
+the running values untouched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import threading
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+RESOLUTIONS = ("640x360", "640x480", "1280x720", "1920x1080")
+
+
+class Settings(BaseModel):
+    """Everything a user or a fleet operator can set."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    effect: Literal["blur", "replace", "none", "privacy"] = "blur"
+    blur_strength: int = Field(60, ge=1, le=100, description="how strongly the background is blurred")
+    mask_threshold: float = Field(0.5, ge=0.05, le=0.95, description="model confidence that counts as person")
+    edge_softness: float = Field(0.3, ge=0.0, le=1.0, description="0 = hard cut-out edge, 1 = very soft")
+    temporal_smoothing: float = Field(0.6, ge=0.0, le=0.95, description="weight of the previous mask (anti-flicker)")
+    model: Literal["general", "landscape"] = "general"
+    precision: Literal["int8", "float"] = "int8"
+    mirror: bool = False
+    jpeg_quality: int = Field(85, ge=30, le=98)
+    resolutions: list[Literal["640x360", "640x480", "1280x720", "1920x1080"]] = Field(
+        default_factory=lambda: list(RESOLUTIONS), min_length=1,
+        description="MJPEG frame sizes offered to the host")
+    background: str = Field("", max_length=128, pattern=r"^[A-Za-z0-9._-]*$",
+                            description="file name of the uploaded replacement background")
+    privacy_text: str = Field("Camera paused", max_length=60)
+    # Image controls, in the units the UVC processing unit advertises.
+    brightness: int = Field(0, ge=-100, le=100)
+    contrast: int = Field(100, ge=0, le=200)
+    saturation: int = Field(100, ge=0, le=200)
+    sharpness: int = Field(100, ge=0, le=200)
+    inference_threads: int = Field(1, ge=1, le=4)
+    usb_networking: bool = False
+
+
+FIELDS = tuple(Settings.model_fields)
+
+
+class SettingsError(ValueError):
+    """A rejected settings change. `errors` maps each bad field to a sentence saying why."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def _allowed(field: str) -> str:
+    """A short description of what a field accepts, for error messages."""
+    info = Settings.model_fields[field]
+    lo = hi = None
+    for m in info.metadata:
+        lo = getattr(m, "ge", lo)
+        hi = getattr(m, "le", hi)
+    ann = info.annotation
+    if lo is not None and hi is not None:
+        return f"allowed range {lo}..{hi}"
+    if getattr(ann, "__origin__", None) is Literal:
+        return "one of " + ", ".join(map(str, ann.__args__))
+    if field == "resolutions":
+        return "a non-empty list from " + ", ".join(RESOLUTIONS)
+    return f"a {getattr(ann, '__name__', ann)}"
+
+
+def _errors_from(exc: ValidationError) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for err in exc.errors():
+        field = str(err["loc"][0]) if err["loc"] else "settings"
+        if err["type"] == "extra_forbidden":
+            out[field] = "unknown setting"
+            continue
+        got = err.get("input")
+        msg = err["msg"]
+        if field in Settings.model_fields:
+            msg = f"{msg} ({_allowed(field)}; got {got!r})"
+        out.setdefault(field, msg)
+    return out
+
+
+def validate(values: dict[str, Any]) -> Settings:
+    """Build Settings from a full or partial dict, raising SettingsError on any bad field."""
+    if not isinstance(values, dict):
+        raise SettingsError({"settings": "expected an object of setting names to values"})
+    try:
+        return Settings.model_validate(values, strict=True)
+    except ValidationError as exc:
+        raise SettingsError(_errors_from(exc)) from None
+
+
+def merge(base: Settings, changes: dict[str, Any]) -> Settings:
+    """Apply a partial change to `base`; unknown fields and bad values are errors."""
+    if not isinstance(changes, dict):
+        raise SettingsError({"settings": "expected an object of setting names to values"})
+    return validate({**base.model_dump(), **changes})
+
+
+def load_fleet_defaults(path: Path | None) -> dict[str, Any]:
+    """Read the `[settings]` table of a fleet TOML file (missing file = no overrides)."""
+    if path is None or not path.exists():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError({"fleet": f"{path}: not valid TOML ({exc})"}) from None
+    table = data.get("settings", {})
+    if not isinstance(table, dict):
+        raise SettingsError({"fleet": f"{path}: [settings] must be a table"})
+    validate(table)  # a bad fleet file names its bad fields, before anything else is read
+    return table
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` so that a power cut leaves either the old or the new file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class SettingsStore:
+    """The live settings: validated, persisted, and observable.
+
+    Only the user's own changes are written to `settings.json`, so a later fleet update of a
+    default still reaches fields the user never touched.
+    """
+
+    def __init__(self, state_dir: Path, fleet_file: Path | None = None):
+        self.path = Path(state_dir) / "settings.json"
+        self._lock = threading.Lock()
+        self._listeners: list = []
+        self._fleet = load_fleet_defaults(fleet_file)
+        self._user = self._read_user_file()
+        self._current = validate({**self._fleet, **self._user})
+
+    def _read_user_file(self) -> dict[str, Any]:
+        if not self.path.exists():
+            return {}
+        try:
+            user = json.loads(self.path.read_text())
+            validate({**self._fleet, **user})
+            return user
+        except (ValueError, SettingsError) as exc:
+            # A damaged file must not brick the camera: keep it for inspection, run on defaults.
+            broken = self.path.with_suffix(".json.broken")
+            os.replace(self.path, broken)
+            import logging
+            logging.getLogger(__name__).error("settings file %s unreadable (%s); moved to %s",
+                                              self.path, exc, broken)
+            return {}
+
+    @property
+    def current(self) -> Settings:
+        return self._current
+
+    def subscribe(self, callback) -> None:
+        """Call `callback(old, new)` after every accepted change."""
+        self._listeners.append(callback)
+
+    def update(self, changes: dict[str, Any]) -> Settings:
+        with self._lock:
+            new = merge(self._current, changes)  # raises before anything is touched
+            user = {**self._user, **{k: getattr(new, k) for k in changes}}
+            write_atomically(self.path, json.dumps(user, indent=2, sort_keys=True).encode())
+            old, self._user, self._current = self._current, user, new
+        for cb in self._listeners:
+            cb(old, new)
+        return new
