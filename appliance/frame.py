@@ -71,3 +71,22 @@ def i420_to_rgb(yuv: np.ndarray) -> np.ndarray:
     h, w = y.shape
     full = cv2.merge([y, cv2.resize(u, (w, h)), cv2.resize(v, (w, h))])
     return cv2.cvtColor(full, cv2.COLOR_YUV2RGB)
+
+
+def frame_from_rgb(rgb: np.ndarray, lores_size: tuple[int, int], timestamp: float,
+                   sequence: int = 0) -> Frame:
+    """Wrap an RGB picture as a Frame, as sources without a YUV pipeline of their own do."""
+    lores = cv2.resize(rgb, lores_size, interpolation=cv2.INTER_AREA)
+    return Frame(yuv=rgb_to_i420(rgb), lores=lores, timestamp=timestamp, sequence=sequence)
+
+
+def fit_cover(rgb: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Scale an image to cover width x height, cropping the overflow around the centre."""
+    h, w = rgb.shape[:2]
+    if (w, h) == (width, height):
+        return rgb
+    s = max(width / w, height / h)
+    nw, nh = max(width, round(w * s)), max(height, round(h * s))
+    scaled = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    x0, y0 = (nw - width) // 2, (nh - height) // 2
+    return np.ascontiguousarray(scaled[y0:y0 + height, x0:x0 + width])

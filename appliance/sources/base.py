@@ -27,3 +27,22 @@ class Source(Protocol):
         """Apply image controls (brightness, contrast, saturation, sharpness, in Settings units)
         where the device supports them. Unsupported ones are ignored here: the pipeline applies
         brightness/contrast/saturation in software for sources without them."""
+
+
+class Pacer:
+    """Sleeps so that successive calls to wait() are 1/fps apart (sources with no clock of their own)."""
+
+    def __init__(self, fps: float):
+        import time
+        self._time = time
+        self.interval = 1.0 / fps
+        self._next = time.monotonic()
+
+    def wait(self) -> float:
+        now = self._time.monotonic()
+        if self._next > now:
+            self._time.sleep(self._next - now)
+            now = self._next
+        # A late frame moves the schedule on rather than bursting to catch up.
+        self._next = max(self._next + self.interval, now)
+        return now
