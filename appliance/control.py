@@ -1,0 +1,275 @@
+"""The local control socket between the web process and the pipeline daemon.
+
+The web process owns no device; it asks the daemon for settings, status and preview frames over a
+Unix socket. One message, in either direction, is:
+
+    4 bytes  header length  (big-endian)
+    4 bytes  payload length (big-endian)
+    header   UTF-8 JSON object
+    payload  raw bytes (a JPEG, an uploaded image), possibly empty
+
+A request header is {"op": NAME, "args": {...}}; a reply header is {"ok": true, "result": ...} or
+{"ok": false, "error": KIND, "message": TEXT, "errors": {field: reason}}. A connection may carry
+many requests in turn. Sizes are capped, and a malformed request gets an error reply: nothing a
+client sends can stop the server.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+from typing import Any
+
+from appliance.settings import SettingsError
+
+log = logging.getLogger(__name__)
+
+_PREFIX = struct.Struct(">II")
+MAX_HEADER = 64 * 1024
+MAX_PAYLOAD = 16 * 1024 * 1024  # above the web upload cap, below anything that could hurt the daemon
+MAX_CONNECTIONS = 16
+IDLE_TIMEOUT_S = 30.0
+PREVIEW_VIEWS = ("original", "mask", "output")
+
+
+class ControlError(RuntimeError):
+    """The daemon could not be reached, or could not answer a request."""
+
+
+class ProtocolError(ValueError):
+    """A message that breaks the framing rules (too big, not JSON, truncated)."""
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def send_message(sock: socket.socket, header: dict[str, Any], payload: bytes = b"") -> None:
+    head = json.dumps(header, separators=(",", ":")).encode()
+    if len(head) > MAX_HEADER or len(payload) > MAX_PAYLOAD:
+        raise ProtocolError(f"message too large (header {len(head)} B, payload {len(payload)} B)")
+    sock.sendall(_PREFIX.pack(len(head), len(payload)) + head + payload)
+
+
+def recv_message(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
+    """Read one message. EOFError on a clean close before a message starts."""
+    head_len, payload_len = _PREFIX.unpack(_recv_exact(sock, _PREFIX.size))
+    if head_len > MAX_HEADER:
+        raise ProtocolError(f"header of {head_len} bytes exceeds the {MAX_HEADER}-byte limit")
+    if payload_len > MAX_PAYLOAD:
+        raise ProtocolError(f"payload of {payload_len} bytes exceeds the {MAX_PAYLOAD}-byte limit")
+    try:
+        head = _recv_exact(sock, head_len)
+        payload = _recv_exact(sock, payload_len)
+    except EOFError:
+        raise ProtocolError("connection closed in the middle of a message") from None
+    try:
+        header = json.loads(head)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header must be a JSON object")
+    return header, payload
+
+
+class ControlServer:
+    """Serves a Controller on a Unix socket, one thread per connection."""
+
+    def __init__(self, controller, socket_path: str | os.PathLike, mode: int = 0o660):
+        self.controller = controller
+        self.path = Path(socket_path)
+        self.mode = mode
+        self._listener: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self._stopping = threading.Event()
+
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._remove_stale_socket()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener.bind(str(self.path))
+        # Group access lets the web process (another user in group blurcam) connect.
+        os.chmod(self.path, self.mode)
+        listener.listen(MAX_CONNECTIONS)
+        self._listener = listener
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._accept_loop, name="control-accept", daemon=True)
+        self._thread.start()
+        log.info("control socket listening on %s", self.path)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._listener is not None:
+            try:
+                self._listener.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            self._listener.close()
+            self._listener = None
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.path.unlink(missing_ok=True)
+
+    def _remove_stale_socket(self) -> None:
+        if not self.path.exists() and not self.path.is_symlink():
+            return
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink()  # left behind by a daemon that died; nobody listens on it
+            return
+        finally:
+            probe.close()
+        raise ControlError(f"another daemon is already listening on {self.path}")
+
+    def _accept_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                conn, _ = self._listener.accept()  # type: ignore[union-attr]
+            except OSError:
+                if self._stopping.is_set():
+                    return
+                continue
+            if not self._slots.acquire(blocking=False):
+                self._refuse(conn, "too many connections to the control socket")
+                continue
+            threading.Thread(target=self._serve_connection, args=(conn,),
+                             name="control-conn", daemon=True).start()
+
+    @staticmethod
+    def _refuse(conn: socket.socket, message: str) -> None:
+        try:
+            conn.settimeout(1.0)
+            send_message(conn, {"ok": False, "error": "busy", "message": message})
+        except OSError:
+            pass
+        conn.close()
+
+    def _serve_connection(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(IDLE_TIMEOUT_S)
+            while not self._stopping.is_set():
+                try:
+                    header, payload = recv_message(conn)
+                except EOFError:
+                    return
+                except ProtocolError as exc:
+                    # After a framing error the stream position is unknown: answer, then hang up.
+                    send_message(conn, {"ok": False, "error": "bad_request", "message": str(exc)})
+                    return
+                reply, body = self._dispatch(header, payload)
+                send_message(conn, reply, body)
+        except (OSError, ProtocolError) as exc:  # client went away or timed out
+            log.debug("control connection ended: %s", exc)
+        finally:
+            conn.close()
+            self._slots.release()
+
+    def _dispatch(self, header: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
+        op, args = header.get("op"), header.get("args", {})
+        if not isinstance(args, dict):
+            return {"ok": False, "error": "bad_request", "message": "args must be an object"}, b""
+        handler = self._handlers().get(op)  # type: ignore[arg-type]
+        if handler is None:
+            return {"ok": False, "error": "bad_request", "message": f"unknown op {op!r}"}, b""
+        try:
+            return handler(args, payload)
+        except SettingsError as exc:
+            return {"ok": False, "error": "settings", "message": str(exc), "errors": exc.errors}, b""
+        except Exception as exc:  # a failing request must not take the daemon down
+            log.exception("control request %r failed", op)
+            return {"ok": False, "error": "internal", "message": f"{type(exc).__name__}: {exc}"}, b""
+
+    def _handlers(self):
+        c = self.controller
+
+        def ok(result: Any = None, body: bytes = b"") -> tuple[dict[str, Any], bytes]:
+            return {"ok": True, "result": result}, body
+
+        def preview(args, _payload):
+            view = args.get("view")
+            if view not in PREVIEW_VIEWS:
+                raise SettingsError({"view": f"one of {', '.join(PREVIEW_VIEWS)}; got {view!r}"})
+            return ok({"view": view}, c.preview(view))
+
+        return {
+            "ping": lambda a, p: ok("pong"),
+            "get_settings": lambda a, p: ok(c.settings.current.model_dump()),
+            "update_settings": lambda a, p: ok(c.update_settings(a.get("changes")).model_dump()),
+            "status": lambda a, p: ok(c.status()),
+            "preview": preview,
+            "set_background": lambda a, p: ok(c.set_background(p).model_dump()),
+        }
+
+
+class ControlClient:
+    """Talks to the daemon. One short connection per call, so it is safe from many threads."""
+
+    def __init__(self, socket_path: str | os.PathLike, timeout: float = 5.0):
+        self.path = Path(socket_path)
+        self.timeout = timeout
+
+    def call(self, op: str, args: dict[str, Any] | None = None,
+             payload: bytes = b"") -> tuple[Any, bytes]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            try:
+                sock.connect(str(self.path))
+            except (FileNotFoundError, ConnectionRefusedError) as exc:
+                raise ControlError(f"camera service not running (no answer on {self.path}: "
+                                   f"{exc.strerror})") from None
+            except PermissionError:
+                raise ControlError(f"no permission to open {self.path} "
+                                   "(is this user in group blurcam?)") from None
+            try:
+                send_message(sock, {"op": op, "args": args or {}}, payload)
+                header, body = recv_message(sock)
+            except socket.timeout:
+                raise ControlError(f"camera service did not answer {op!r} within "
+                                   f"{self.timeout:g} s") from None
+            except (EOFError, ConnectionError) as exc:
+                raise ControlError(f"camera service closed the connection during {op!r} "
+                                   f"({exc or 'end of stream'})") from None
+        finally:
+            sock.close()
+        if header.get("ok"):
+            return header.get("result"), body
+        if header.get("error") == "settings":
+            raise SettingsError(dict(header.get("errors") or {}))
+        raise ControlError(header.get("message") or f"daemon refused {op!r}")
+
+    def ping(self) -> bool:
+        return self.call("ping")[0] == "pong"
+
+    def get_settings(self) -> dict[str, Any]:
+        return self.call("get_settings")[0]
+
+    def update_settings(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Apply a partial change; SettingsError names each bad field as the daemon judged it."""
+        return self.call("update_settings", {"changes": changes})[0]
+
+    def status(self) -> dict[str, Any]:
+        return self.call("status")[0]
+
+    def preview(self, view: str) -> bytes:
+        """A JPEG of the newest frame: 'original', 'mask' or 'output'."""
+        return self.call("preview", {"view": view})[1]
+
+    def set_background(self, image: bytes) -> dict[str, Any]:
+        return self.call("set_background", payload=image)[0]

@@ -1,0 +1,174 @@
+"""The JSON API under /api/: the same things the page does, for scripts and fleets (see web/API.md).
+
+Every error is JSON: {"error": summary, "errors": {field: reason}} for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from typing import Any
+
+from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask_wtf.csrf import generate_csrf
+
+from appliance.control import PREVIEW_VIEWS, ControlClient, ControlError
+from appliance.settings import Settings, SettingsError
+
+from . import auth
+
+bp = Blueprint("api", __name__)
+
+MJPEG_BOUNDARY = "blurcamframe"
+MJPEG_MAX_FPS = 10.0
+MAX_MJPEG_STREAMS = 3  # each open stream holds a server thread
+_mjpeg_streams = threading.BoundedSemaphore(MAX_MJPEG_STREAMS)
+
+
+def control() -> ControlClient:
+    return current_app.extensions["blurcam.control"]
+
+
+def bad_request(errors: dict[str, str], summary: str = "invalid request", code: int = 400):
+    return jsonify(error=summary, errors=errors), code
+
+
+class BadJson(ValueError):
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def json_object() -> dict[str, Any]:
+    """The request body as a JSON object, or BadJson saying what is wrong with it."""
+    if not request.is_json:
+        raise BadJson("send a JSON object with Content-Type: application/json")
+    try:
+        data = json.loads(request.get_data(cache=False) or b"")
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadJson(f"not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise BadJson(f"expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+@bp.errorhandler(BadJson)
+def _bad_json(exc: BadJson):
+    return bad_request({"body": exc.reason}, "malformed request")
+
+
+@bp.errorhandler(SettingsError)
+def _settings_error(exc: SettingsError):
+    return bad_request(exc.errors, "invalid settings")
+
+
+@bp.errorhandler(ControlError)
+def _control_error(exc: ControlError):
+    return jsonify(error="camera service not available", detail=str(exc)), 503
+
+
+@bp.post("/login")
+def login():
+    body = json_object()
+    if not isinstance(body.get("password"), str):
+        return bad_request({"password": "required, a string"})
+    outcome, wait = auth.attempt_login(body["password"])
+    if outcome == auth.LoginOutcome.THROTTLED:
+        retry = int(wait) + 1
+        return (jsonify(error="too many failed logins", errors={"password": f"try again in {retry} s"}),
+                429, {"Retry-After": str(retry)})
+    if outcome == auth.LoginOutcome.WRONG:
+        return jsonify(error="wrong password", errors={"password": "wrong password"}), 401
+    return jsonify(csrf_token=generate_csrf())
+
+
+@bp.post("/logout")
+def logout():
+    auth.end_session()
+    return "", 204
+
+
+@bp.post("/password")
+def change_password():
+    body = json_object()
+    try:
+        auth.passwords().change(body.get("current_password"), body.get("new_password"))
+    except auth.PasswordError as exc:
+        return bad_request({exc.field: exc.reason}, "password not changed")
+    # Every other session ends with the old password; this one continues with a new token.
+    return jsonify(csrf_token=auth.start_session())
+
+
+@bp.get("/settings")
+def get_settings():
+    return jsonify(control().get_settings())
+
+
+@bp.put("/settings")
+def put_settings():
+    return jsonify(control().update_settings(json_object()))
+
+
+@bp.get("/schema")
+def schema():
+    """The JSON schema of the settings: types, ranges and defaults."""
+    return jsonify(Settings.model_json_schema())
+
+
+@bp.get("/status")
+def status():
+    return jsonify(control().status())
+
+
+@bp.post("/background")
+def upload_background():
+    upload = request.files.get("image")
+    if upload is None:
+        return bad_request({"image": "missing: send the picture as multipart form field 'image'"})
+    data = upload.read()
+    if not data:
+        return bad_request({"image": "the uploaded file is empty"})
+    return jsonify(control().set_background(data))
+
+
+def _check_view(view: str) -> None:
+    if view not in PREVIEW_VIEWS:
+        raise SettingsError({"view": f"one of {', '.join(PREVIEW_VIEWS)}; got {view!r}"})
+
+
+@bp.get("/preview/<view>.jpg")
+def preview_jpeg(view: str):
+    _check_view(view)
+    return Response(control().preview(view), mimetype="image/jpeg")
+
+
+@bp.get("/preview/<view>.mjpg")
+def preview_mjpeg(view: str):
+    _check_view(view)
+    if not _mjpeg_streams.acquire(blocking=False):
+        return jsonify(error="too many preview streams open",
+                       detail=f"at most {MAX_MJPEG_STREAMS}; use /api/preview/{view}.jpg"), 503
+    client = control()
+    try:
+        first = client.preview(view)  # fail with a proper 503 before the stream starts
+    except BaseException:
+        _mjpeg_streams.release()
+        raise
+
+    def frames():
+        try:
+            jpeg = first
+            while True:
+                started = time.monotonic()
+                yield (f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                       f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
+                time.sleep(max(0.0, 1 / MJPEG_MAX_FPS - (time.monotonic() - started)))
+                try:
+                    jpeg = client.preview(view)
+                except ControlError:
+                    return  # daemon went away: end the stream; the client may reconnect
+        finally:
+            _mjpeg_streams.release()
+
+    return Response(stream_with_context(frames()),
+                    mimetype=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}")

@@ -1,0 +1,247 @@
+"""Who may use the settings page: the admin password, login sessions and the login throttle.
+
+There is no shared default password. Where the password comes from, first match wins:
+  1. BLURCAM_ADMIN_PASSWORD in the environment (tests, fleets that inject secrets);
+  2. a password the user set on the page (its hash in the web state dir);
+  3. `[web] admin_password_hash` in the fleet file (set at image build);
+  4. otherwise one is generated on first start, printed once to the log (the journal), and only
+     its slow hash (scrypt) is stored.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import logging
+import os
+import secrets
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Callable
+
+from flask import (Blueprint, current_app, flash, g, jsonify, redirect, render_template, request,
+                   session, url_for)
+from flask_wtf.csrf import generate_csrf
+from werkzeug.security import check_password_hash, generate_password_hash
+
+from appliance.settings import write_atomically
+
+log = logging.getLogger(__name__)
+
+PASSWORD_FILE = "admin-password.hash"
+MIN_PASSWORD_LENGTH = 8
+MAX_PASSWORD_LENGTH = 256
+# No 0/o, 1/l/i: the generated password is read off a log line and typed on a phone.
+_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+
+
+class PasswordError(ValueError):
+    """A password change that was refused; `field` names what was wrong."""
+
+    def __init__(self, field: str, reason: str):
+        self.field, self.reason = field, reason
+        super().__init__(f"{field}: {reason}")
+
+
+def generate_password() -> str:
+    """Four groups of four characters: about 79 bits, easy to type."""
+    return "-".join("".join(secrets.choice(_ALPHABET) for _ in range(4)) for _ in range(4))
+
+
+def read_fleet_password_hash(fleet_file: Path | None) -> str | None:
+    """The `[web] admin_password_hash` of the fleet file, if any (a bad value is an error)."""
+    if fleet_file is None or not Path(fleet_file).exists():
+        return None
+    try:
+        table = tomllib.loads(Path(fleet_file).read_text()).get("web", {})
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{fleet_file}: not valid TOML ({exc})") from None
+    value = table.get("admin_password_hash") if isinstance(table, dict) else None
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith(("scrypt:", "pbkdf2:")):
+        raise ValueError(f"{fleet_file}: [web] admin_password_hash must be a hash made by "
+                         "werkzeug.security.generate_password_hash (starting 'scrypt:')")
+    return value
+
+
+class PasswordStore:
+    """The one admin password, stored only as a slow hash."""
+
+    def __init__(self, state_dir: Path, fleet_file: Path | None = None,
+                 env_password: str | None = None):
+        self.path = Path(state_dir) / PASSWORD_FILE
+        self._lock = threading.Lock()
+        self.from_env = bool(env_password)
+        if env_password:
+            self._hash = generate_password_hash(env_password)
+        elif self.path.exists():
+            self._hash = self.path.read_text().strip()
+        elif (fleet_hash := read_fleet_password_hash(fleet_file)) is not None:
+            self._hash = fleet_hash
+        else:
+            password = generate_password()
+            self._store(generate_password_hash(password))
+            log.warning("No admin password was set. Generated one for the settings page: %s "
+                        "(shown only this once; change it on the page)", password)
+
+    def _store(self, new_hash: str) -> None:
+        write_atomically(self.path, new_hash.encode() + b"\n")
+        os.chmod(self.path, 0o600)
+        self._hash = new_hash
+
+    def check(self, password: object) -> bool:
+        return isinstance(password, str) and check_password_hash(self._hash, password)
+
+    @property
+    def fingerprint(self) -> str:
+        """Changes whenever the password does, so that all older sessions stop being valid."""
+        return hashlib.sha256(self._hash.encode()).hexdigest()[:32]
+
+    def change(self, current: object, new: object) -> None:
+        if self.from_env:
+            raise PasswordError("new_password", "the password is set by BLURCAM_ADMIN_PASSWORD "
+                                "on this device and cannot be changed here")
+        if not isinstance(new, str) or not (MIN_PASSWORD_LENGTH <= len(new) <= MAX_PASSWORD_LENGTH):
+            raise PasswordError("new_password", f"must be {MIN_PASSWORD_LENGTH} to "
+                                f"{MAX_PASSWORD_LENGTH} characters")
+        with self._lock:
+            if not self.check(current):
+                raise PasswordError("current_password", "wrong password")
+            self._store(generate_password_hash(new))
+        log.info("admin password changed")
+
+
+class LoginThrottle:
+    """Limits failed logins per client address, plus a device-wide cap against spread guessing."""
+
+    def __init__(self, per_client: int = 5, overall: int = 30, window_s: float = 60.0,
+                 clock: Callable[[], float] = time.monotonic):
+        self.per_client, self.overall, self.window_s, self.clock = per_client, overall, window_s, clock
+        self._failures: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self._all: collections.deque[float] = collections.deque()
+        self._lock = threading.Lock()
+
+    def _expire(self, times: collections.deque[float], now: float) -> None:
+        while times and times[0] <= now - self.window_s:
+            times.popleft()
+
+    def retry_after(self, client: str) -> float:
+        """Seconds until `client` may try again; 0 when it may try now."""
+        now = self.clock()
+        with self._lock:
+            mine = self._failures[client]
+            self._expire(mine, now)
+            self._expire(self._all, now)
+            waits = [0.0]
+            if len(mine) >= self.per_client:
+                waits.append(mine[0] + self.window_s - now)
+            if len(self._all) >= self.overall:
+                waits.append(self._all[0] + self.window_s - now)
+            if not mine:
+                del self._failures[client]  # keeps the table from growing with every address
+            return max(waits)
+
+    def failed(self, client: str) -> None:
+        now = self.clock()
+        with self._lock:
+            self._failures[client].append(now)
+            self._all.append(now)
+
+    def succeeded(self, client: str) -> None:
+        with self._lock:
+            self._failures.pop(client, None)
+
+
+def passwords() -> PasswordStore:
+    return current_app.extensions["blurcam.passwords"]
+
+
+def _throttle() -> LoginThrottle:
+    return current_app.extensions["blurcam.throttle"]
+
+
+def is_logged_in() -> bool:
+    return session.get("auth") == passwords().fingerprint
+
+
+class LoginOutcome:
+    OK, WRONG, THROTTLED = "ok", "wrong", "throttled"
+
+
+def attempt_login(password: object) -> tuple[str, float]:
+    """Check a password, honouring the throttle; on success start a fresh session."""
+    client = request.remote_addr or "unknown"
+    wait = _throttle().retry_after(client)
+    if wait > 0:
+        return LoginOutcome.THROTTLED, wait
+    if not passwords().check(password):
+        _throttle().failed(client)
+        log.warning("failed login from %s", client)
+        return LoginOutcome.WRONG, 0.0
+    _throttle().succeeded(client)
+    start_session()
+    return LoginOutcome.OK, 0.0
+
+
+def start_session() -> str:
+    """A new session (never reuse a pre-login one) with a new CSRF token, which is returned."""
+    session.clear()
+    g.pop("csrf_token", None)  # flask-wtf caches the token per request; drop the pre-login one
+    session.permanent = True
+    session["auth"] = passwords().fingerprint
+    return generate_csrf()
+
+
+def end_session() -> None:
+    session.clear()
+    g.pop("csrf_token", None)
+
+
+def login_required_everywhere() -> object | None:
+    """before_request hook: only the login page, its assets and the login API are public."""
+    if request.endpoint in current_app.config["PUBLIC_ENDPOINTS"] or is_logged_in():
+        return None
+    if request.path.startswith("/api/"):
+        return jsonify(error="not logged in", errors={"session": "log in with POST /api/login"}), 401
+    return redirect(url_for("auth.login_page", next=request.full_path if request.args else request.path))
+
+
+bp = Blueprint("auth", __name__)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only local paths: an attacker's link must not bounce the user to another site.
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return url_for("views.settings_page")
+
+
+@bp.get("/login")
+def login_page():
+    if is_logged_in():
+        return redirect(_safe_next(request.args.get("next")))
+    return render_template("login.html", next=request.args.get("next", ""))
+
+
+@bp.post("/login")
+def login_form():
+    outcome, wait = attempt_login(request.form.get("password", ""))
+    if outcome == LoginOutcome.OK:
+        return redirect(_safe_next(request.form.get("next")))
+    if outcome == LoginOutcome.THROTTLED:
+        flash(f"Too many attempts. Try again in {int(wait) + 1} seconds.")
+        return render_template("login.html", next=request.form.get("next", "")), 429, \
+            {"Retry-After": str(int(wait) + 1)}
+    flash("Wrong password.")
+    return render_template("login.html", next=request.form.get("next", "")), 401
+
+
+@bp.post("/logout")
+def logout_form():
+    end_session()
+    flash("You are logged out.")
+    return redirect(url_for("auth.login_page"))
+
