@@ -186,7 +186,7 @@ class ThreadedPipeline:
             self._threads.append(t)
             t.start()
 
-    def stop(self, timeout: float = 2.0) -> None:
+    def stop(self, timeout: float = 1.0) -> None:
         self._running.clear()
         deadline = time.monotonic() + timeout
         for t in self._threads:

@@ -95,11 +95,16 @@ class DemoSource:
 
     def render(self, t: float) -> np.ndarray:
         """The scene at `t` seconds: deterministic, so tests and benchmarks can replay it."""
+        return self.render_with_truth(t)[0]
+
+    def render_with_truth(self, t: float) -> tuple[np.ndarray, np.ndarray]:
+        """The scene and its true person mask (float32 0..1): the self-test's ground truth."""
         w, h = self._size
         scene = int(t // SCENE_SECONDS)
         local = t - scene * SCENE_SECONDS
         person, alpha = self._people[scene % len(self._people)]
         img = self._background(BACKGROUNDS[scene % len(BACKGROUNDS)]).copy()
+        truth = np.zeros((h, w), np.float32)
         moving = max(0.0, local - STILL_SECONDS)
         sway = 0.18 * math.sin(moving * 0.9)
         zoom = 1.0 + 0.12 * math.sin(moving * 0.5)
@@ -116,7 +121,8 @@ class DemoSource:
             region = img[y0:y1, x0:x1]
             weight = pa.astype(np.float32) * (1 / 255)
             region[:] = cv2.blendLinear(pp, region, weight, 1.0 - weight)
-        return img
+            truth[y0:y1, x0:x1] = weight
+        return img, truth
 
     def read(self) -> Frame:
         ts = self._pacer.wait() if self.paced else time.monotonic()

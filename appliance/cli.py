@@ -1,0 +1,142 @@
+"""The `blurcam` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from appliance import __version__
+
+DEFAULT_STATE_DIR = Path("/var/lib/blurcam")
+DEFAULT_FLEET_FILE = Path("/etc/blurcam/fleet.toml")
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", choices=("general", "landscape"), default="general")
+    p.add_argument("--precision", choices=("int8", "float"), default="int8")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="blurcam", description="USB webcam with AI background blur")
+    parser.add_argument("--version", action="version", version=f"blurcam {__version__}")
+    parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="the appliance daemon: camera, model, USB webcam, control socket")
+    run.add_argument("--source", default="auto",
+                     help="auto | demo | file:PATH | v4l2:/dev/videoN | picamera2 (default: auto)")
+    run.add_argument("--web", metavar="HOST:PORT", help="also serve the settings page here")
+    run.add_argument("--state-dir", type=Path, default=None,
+                     help=f"where settings live (default {DEFAULT_STATE_DIR})")
+    run.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
+    run.add_argument("--control-socket", type=Path, default=None,
+                     help="default: /run/blurcam/control.sock, or STATE_DIR/control.sock with --state-dir")
+
+    proc = sub.add_parser("process", help="run the pipeline on an image or video file")
+    proc.add_argument("input")
+    proc.add_argument("output")
+    proc.add_argument("--effect", default="blur", help="blur | replace | none")
+    proc.add_argument("--background", help="image to put behind the person (--effect replace)")
+    proc.add_argument("--blur-strength", type=int, default=60, help="1..100")
+    _add_model_args(proc)
+
+    bench = sub.add_parser("bench", help="per-stage timings and frames per second")
+    bench.add_argument("--json", action="store_true")
+    bench.add_argument("--size", action="append", metavar="WxH", help="only these sizes (repeatable)")
+    bench.add_argument("--frames", type=int, default=60)
+    bench.add_argument("--seconds", type=float, default=3.0, help="threaded measurement time per size")
+    _add_model_args(bench)
+
+    selftest = sub.add_parser("selftest", help="check the pipeline on demo frames against ground truth")
+    _add_model_args(selftest)
+
+    web = sub.add_parser("web", help="the settings page (talks to the daemon over its control socket)")
+    web.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
+    web.add_argument("--control-socket", type=Path, default=None)
+    web.add_argument("--state-dir", type=Path, default=None,
+                     help="where the web process keeps its password hash and session key")
+    web.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
+
+    gadget = sub.add_parser("gadget", help="build, remove or show the USB gadget (configfs)")
+    gadget.add_argument("action", choices=("up", "down", "status"))
+    gadget.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
+    gadget.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
+
+    fleet = sub.add_parser("fleet", help="fleet configuration tools")
+    fleet.add_argument("action", choices=("check",))
+    fleet.add_argument("file", type=Path)
+    return parser
+
+
+def _cmd_run(args) -> int:
+    from appliance.daemon import default_control_socket, run_daemon
+    state_dir = args.state_dir or DEFAULT_STATE_DIR
+    control = args.control_socket or default_control_socket(args.state_dir)
+    return run_daemon(args.source, state_dir, args.fleet_file, control, args.web)
+
+
+def _cmd_process(args) -> int:
+    from appliance.process import process_file
+    frames = process_file(args.input, args.output,
+                          {"effect": args.effect, "blur_strength": args.blur_strength,
+                           "model": args.model, "precision": args.precision},
+                          background=args.background)
+    print(f"wrote {args.output} ({frames} frame{'s' if frames != 1 else ''})")
+    return 0
+
+
+def _cmd_web(args) -> int:
+    from appliance.daemon import default_control_socket
+    from web.server import main as web_main
+    if args.control_socket is None:
+        args.control_socket = default_control_socket(args.state_dir)
+    return web_main(args)
+
+
+def _dispatch(args) -> int:
+    if args.command == "run":
+        return _cmd_run(args)
+    if args.command == "process":
+        return _cmd_process(args)
+    if args.command == "bench":
+        from appliance.bench import main as bench_main
+        return bench_main(args)
+    if args.command == "selftest":
+        from appliance.selftest import main as selftest_main
+        return selftest_main(args)
+    if args.command == "web":
+        return _cmd_web(args)
+    if args.command == "gadget":
+        from appliance.uvc.configfs import main as gadget_main
+        return gadget_main(args)
+    if args.command == "fleet":
+        from appliance.fleet import main as fleet_main
+        return fleet_main(args)
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from appliance.service import setup_logging
+        setup_logging(args.log_level)
+    except ImportError:
+        logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    # Errors a user can fix get one clear line and a non-zero exit, never a traceback.
+    from appliance.process import ProcessError
+    from appliance.segment import ModelError
+    from appliance.settings import SettingsError
+    from appliance.sources.base import SourceError
+    try:
+        return _dispatch(args)
+    except (ProcessError, ModelError, SettingsError, SourceError) as exc:
+        print(f"blurcam {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,402 @@
+"""The appliance daemon: owns the camera, the model, the settings and the USB gadget's userspace.
+
+Nothing runs while nobody watches: the camera and the model start when a host commits a stream
+(or the settings page asks for a preview) and stop again afterwards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import simplejpeg
+
+from appliance import __version__
+from appliance.encode import MjpegEncoder
+from appliance.frame import split_i420
+from appliance.pipeline import FramePipeline, ThreadedPipeline
+from appliance.settings import Settings, SettingsError, SettingsStore
+from appliance.sources.base import SourceError
+from appliance.sources.file import decode_image, read_image
+from appliance.stream import FrameSlot, StreamFormat
+
+log = logging.getLogger(__name__)
+
+PREVIEW_FORMAT = StreamFormat("mjpeg", 640, 360, 15)
+PREVIEW_SECONDS = 10.0  # a preview keeps the pipeline alive this long after the last request
+PREVIEW_WIDTH = 640
+BACKGROUND_MAX = (1920, 1080)
+HEARTBEAT_STALE = 5.0  # a worker silent this long is hung (shorter when systemd's watchdog is)
+SHUTDOWN_GRACE = 1.5  # after SIGTERM, a clean stop taking longer than this is cut short
+
+
+def system_health() -> dict:
+    """CPU load, SoC temperature and (on a Pi) the firmware's throttling flags."""
+    out: dict = {"cpu_load": list(os.getloadavg()), "temperature_c": None, "throttled": None}
+    try:
+        out["temperature_c"] = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
+    except (OSError, ValueError):
+        pass
+    for p in ("/sys/devices/platform/soc/soc:firmware/get_throttled",
+              "/sys/devices/platform/soc/soc:firmware/raspberrypi-hwmon/get_throttled"):
+        try:
+            bits = int(Path(p).read_text(), 16)
+        except (OSError, ValueError):
+            continue
+        out["throttled"] = {"under_voltage": bool(bits & 0x1), "freq_capped": bool(bits & 0x2),
+                            "throttled": bool(bits & 0x4), "soft_temp_limit": bool(bits & 0x8),
+                            "under_voltage_since_boot": bool(bits & 0x10000),
+                            "throttled_since_boot": bool(bits & 0x40000)}
+        break
+    return out
+
+
+class Controller:
+    """The daemon's brain, shared by the UVC userspace and the control socket."""
+
+    def __init__(self, state_dir: Path, fleet_file: Path | None = None, source_spec: str = "auto",
+                 fault: str = ""):
+        self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.settings = SettingsStore(self.state_dir, fleet_file)
+        self.source_spec = source_spec
+        self.fault = fault
+        self._lock = threading.RLock()
+        self._source = None
+        self._runner: ThreadedPipeline | None = None
+        self._slot: FrameSlot | None = None
+        self._mode = "idle"
+        self._preview_until = 0.0
+        self._host_connected = False
+        self._stream_format: StreamFormat | None = None
+        self._started = time.monotonic()
+        self._last_error = ""
+        self.uvc = None  # the UvcServer, when this machine has a UDC
+        self.pipeline = FramePipeline(self.settings.current, self._load_background(self.settings.current))
+        self.settings.subscribe(self._on_settings_changed)
+
+    # --- settings -------------------------------------------------------------------------
+    def _background_path(self, name: str) -> Path:
+        return self.state_dir / "backgrounds" / name
+
+    def _load_background(self, s: Settings) -> np.ndarray | None:
+        if not s.background:
+            return None
+        try:
+            return read_image(self._background_path(s.background))
+        except SourceError as exc:
+            log.error("background %s unusable (%s); blurring instead", s.background, exc)
+            return None
+
+    def _on_settings_changed(self, old: Settings, new: Settings) -> None:
+        changed = old.background != new.background
+        self.pipeline.configure(new, self._load_background(new) if changed else None, changed)
+        if self._source is not None:
+            self._source.set_controls({k: getattr(new, k) for k in ("brightness", "contrast", "saturation", "sharpness")})
+        log.info("settings changed: %s", ", ".join(k for k in new.model_fields if getattr(old, k) != getattr(new, k)))
+
+    def update_settings(self, changes: dict) -> Settings:
+        if "model" in changes or "precision" in changes:
+            # Load the new model before accepting: a broken model file must not be saved as the choice.
+            from appliance.segment import ModelError, load_segmenter
+            candidate = {**self.settings.current.model_dump(), **changes}
+            try:
+                load_segmenter(candidate.get("model"), candidate.get("precision"))
+            except ModelError as exc:
+                raise SettingsError({"model": str(exc)}) from None
+        return self.settings.update(changes)
+
+    def set_background(self, data: bytes) -> Settings:
+        try:
+            rgb = decode_image(data, "background upload")
+        except SourceError as exc:
+            raise SettingsError({"background": str(exc)}) from None
+        h, w = rgb.shape[:2]
+        scale = min(1.0, BACKGROUND_MAX[0] / w, BACKGROUND_MAX[1] / h)
+        if scale < 1.0:
+            rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+        jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=90, colorspace="RGB")
+        name = f"background-{hashlib.sha256(jpeg).hexdigest()[:12]}.jpg"
+        from appliance.settings import write_atomically
+        write_atomically(self._background_path(name), jpeg)
+        old = self.settings.current.background
+        new = self.settings.update({"background": name})
+        if old and old != name:
+            self._background_path(old).unlink(missing_ok=True)
+        return new
+
+    # --- streaming ------------------------------------------------------------------------
+    def _open_source(self):
+        if self._source is None:
+            from appliance.sources import open_source
+            self._source = open_source(self.source_spec)
+            s = self.settings.current
+            self._source.set_controls({k: getattr(s, k) for k in ("brightness", "contrast", "saturation", "sharpness")})
+            self.pipeline.software_controls = not getattr(self._source, "hardware_controls", False)
+        return self._source
+
+    def _run(self, fmt: StreamFormat, mode: str) -> FrameSlot:
+        """(Re)start the pipeline for `fmt`. Caller holds the lock."""
+        self._halt()
+        slot = FrameSlot()
+        runner = ThreadedPipeline(self._open_source(), fmt, self.pipeline, slot, fault=self.fault)
+        try:
+            runner.start()
+        except SourceError as exc:
+            self._last_error = str(exc)
+            raise
+        self._runner, self._slot, self._mode = runner, slot, mode
+        self._last_error = ""
+        log.info("pipeline started: %s for %s (source %s)", fmt, mode, self._source.name)
+        return slot
+
+    def _halt(self) -> None:
+        if self._runner is not None:
+            self._runner.stop()
+            log.info("pipeline stopped after %d frames", self._runner.frames_out)
+            self._runner = None
+        if self._slot is not None:
+            self._slot.close()
+            self._slot = None
+        self._mode = "idle"
+
+    def start_stream(self, fmt: StreamFormat) -> FrameSlot:
+        with self._lock:
+            self._stream_format = fmt
+            return self._run(fmt, "streaming")
+
+    def stop_stream(self) -> None:
+        with self._lock:
+            self._stream_format = None
+            if self._mode == "streaming":
+                self._halt()
+
+    def set_host_state(self, connected: bool, streaming_format: StreamFormat | None = None) -> None:
+        self._host_connected = connected
+        if streaming_format is not None:
+            self._stream_format = streaming_format
+
+    # --- preview --------------------------------------------------------------------------
+    def preview(self, view: str = "output") -> bytes:
+        if view not in ("original", "mask", "output"):
+            raise ValueError(f"unknown preview view {view!r}: expected original, mask or output")
+        with self._lock:
+            self._preview_until = time.monotonic() + PREVIEW_SECONDS
+            if self._mode == "idle":
+                self._run(PREVIEW_FORMAT, "preview")
+            runner = self._runner
+        deadline = time.monotonic() + 5.0
+        while runner.latest is None and time.monotonic() < deadline and runner.error is None:
+            time.sleep(0.02)
+        latest = runner.latest
+        if latest is None:
+            raise SourceError(f"no frame from the camera ({runner.error or 'timed out'})")
+        return preview_jpeg(latest, view)
+
+    # --- health ---------------------------------------------------------------------------
+    def tick(self) -> None:
+        """Housekeeping from the main loop: end idle previews, recover from a failed pipeline."""
+        with self._lock:
+            if self._mode == "preview" and time.monotonic() > self._preview_until:
+                self._halt()
+            runner = self._runner
+            if runner is not None and runner.error is not None:
+                self._last_error = str(runner.error)
+                fmt, mode = runner.fmt, self._mode
+                self._halt()
+                self._source = None  # reopen the device from scratch
+                if mode == "streaming":
+                    try:
+                        self._run(fmt, mode)
+                    except (SourceError, OSError) as exc:
+                        log.error("cannot restart the pipeline: %s", exc)
+
+    def healthy(self, stale_after: float = HEARTBEAT_STALE) -> bool:
+        """True while every running worker has shown signs of life within `stale_after` s."""
+        runner = self._runner
+        if runner is None:
+            return True
+        now = time.monotonic()
+        return all(now - beat < stale_after for beat in runner.heartbeat.values())
+
+    def status(self) -> dict:
+        s = self.settings.current
+        runner = self._runner
+        out = {
+            "state": self._mode,
+            "fps": round(runner.fps, 1) if runner else 0.0,
+            "inference_ms": round(runner.inference_ms, 2) if runner else None,
+            "frame_ms": round(runner.frame_ms, 2) if runner else None,
+            "latency_ms": round(runner.latency_ms, 1) if runner else None,
+            "source": self._source.name if self._source else self.source_spec,
+            "stream_format": str(self._stream_format) if self._stream_format else None,
+            "host_connected": self._host_connected,
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "version": __version__,
+            "model": s.model,
+            "precision": s.precision,
+            "effect": s.effect,
+            "controls": {k: getattr(s, k) for k in ("brightness", "contrast", "saturation", "sharpness")},
+            "error": self._last_error or None,
+        }
+        out.update(system_health())
+        if self.uvc is not None:
+            out["usb"] = self.uvc.status()
+        return out
+
+    def status_line(self) -> str:
+        """One short line for systemd's STATUS=."""
+        st = self.status()
+        if st["state"] == "idle":
+            return f"idle, waiting for a host ({'connected' if st['host_connected'] else 'no USB host'})"
+        return f"{st['state']} {st['stream_format'] or ''} at {st['fps']:.1f} fps, inference {st['inference_ms'] or 0:.1f} ms"
+
+    def close(self) -> None:
+        with self._lock:
+            self._halt()
+            self._source = None
+
+
+def preview_jpeg(latest, view: str) -> bytes:
+    """A small JPEG of one view of the newest processed frame."""
+    if view == "mask":
+        alpha = latest.alpha_low
+        if alpha is None:
+            alpha = np.ones((144, 256), np.float32)
+        w = PREVIEW_WIDTH
+        h = round(w * latest.frame.height / latest.frame.width)
+        gray = cv2.resize((alpha * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        return simplejpeg.encode_jpeg(gray[..., None], quality=80, colorspace="GRAY")
+    yuv = latest.frame.yuv if view == "original" else latest.yuv
+    return MjpegEncoder(80).encode(_shrink_i420(yuv, PREVIEW_WIDTH))
+
+
+def _shrink_i420(yuv: np.ndarray, width: int) -> np.ndarray:
+    y, u, v = split_i420(yuv)
+    h, w = y.shape
+    if w <= width:
+        return yuv
+    nh = (round(h * width / w) // 2) * 2
+    out = np.empty((nh * 3 // 2, width), np.uint8)
+    oy, ou, ov = split_i420(out)
+    cv2.resize(y, (width, nh), oy, interpolation=cv2.INTER_AREA)
+    cv2.resize(u, (width // 2, nh // 2), ou, interpolation=cv2.INTER_AREA)
+    cv2.resize(v, (width // 2, nh // 2), ov, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def default_control_socket(state_dir: Path | None) -> Path:
+    return Path(state_dir) / "control.sock" if state_dir else Path("/run/blurcam/control.sock")
+
+
+def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_socket: Path,
+               web_listen: str | None = None) -> int:
+    """`blurcam run`: serve until SIGTERM/SIGINT. Returns the exit code."""
+    from appliance.control import ControlServer
+    from appliance.service import Notifier
+
+    notifier = Notifier()
+    stop = threading.Event()
+
+    def on_signal(*_):
+        stop.set()
+        # A hung camera driver must not keep the service from stopping: cut a slow stop short.
+        timer = threading.Timer(SHUTDOWN_GRACE, _force_exit)
+        timer.daemon = True  # gone with the process when the clean stop finishes in time
+        timer.start()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, on_signal)
+
+    try:
+        controller = Controller(state_dir, fleet_file, source, fault=os.environ.get("BLURCAM_FAULT", ""))
+        controller.pipeline.segmenter  # load the model now: a broken model fails the start, loudly
+    except (SettingsError, OSError) as exc:
+        log.error("cannot start: %s", exc)
+        return 2
+    except Exception as exc:
+        from appliance.segment import ModelError
+        if isinstance(exc, ModelError):
+            log.error("cannot start: %s", exc)
+            return 2
+        raise
+    control = ControlServer(controller, control_socket)
+    control.start()
+    uvc = _start_uvc(controller)
+    web = _start_web(web_listen, control_socket, state_dir) if web_listen else None
+
+    notifier.ready()
+    notifier.status(controller.status_line())
+    log.info("blurcam %s ready (source %s, state %s, control %s)", __version__, source, state_dir, control_socket)
+    interval = notifier.watchdog_interval()
+    ping_every = interval / 2 if interval else 1.0
+    stale_after = min(HEARTBEAT_STALE, max(1.0, ping_every))
+    last_status = last_ping = 0.0
+    try:
+        while not stop.is_set():
+            controller.tick()
+            now = time.monotonic()
+            if controller.healthy(stale_after) and now - last_ping >= ping_every:
+                notifier.watchdog()
+                last_ping = now
+            if now - last_status >= 5.0:
+                notifier.status(controller.status_line())
+                last_status = now
+            if web is not None and web.poll() is not None:
+                log.error("web process exited with %s", web.returncode)
+                web = None
+            stop.wait(min(0.5, ping_every))
+    finally:
+        notifier.stopping()
+        log.info("shutting down")
+        if web is not None:
+            web.terminate()
+        if uvc is not None:
+            uvc.stop()
+        controller.close()
+        control.stop()
+        if web is not None:
+            try:
+                web.wait(2)
+            except Exception:
+                web.kill()
+    return 0
+
+
+def _force_exit() -> None:
+    log.error("clean shutdown took longer than %.1f s; exiting now", SHUTDOWN_GRACE)
+    logging.shutdown()
+    os._exit(1)
+
+
+def _start_uvc(controller: Controller):
+    """Run the UVC userspace when this machine has a UVC gadget function bound to a UDC."""
+    try:
+        from appliance.uvc import UvcServer, find_uvc_node
+    except ImportError:
+        return None
+    node = find_uvc_node()
+    if not node:
+        log.info("no UVC gadget video node: not serving USB (run `blurcam gadget up` on a device with a UDC)")
+        return None
+    server = UvcServer(controller, node)
+    controller.uvc = server
+    server.start()
+    log.info("UVC userspace serving %s", node)
+    return server
+
+
+def _start_web(listen: str, control_socket: Path, state_dir: Path):
+    import subprocess
+    import sys
+    cmd = [sys.executable, "-m", "appliance", "web", "--listen", listen,
+           "--control-socket", str(control_socket), "--state-dir", str(state_dir)]
+    log.info("starting the settings page on http://%s/", listen)
+    return subprocess.Popen(cmd)
