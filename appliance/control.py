@@ -238,7 +238,10 @@ class ControlClient:
                 raise ControlError(f"no permission to open {self.path} "
                                    "(is this user in group blurcam?)") from None
             try:
-                send_message(sock, {"op": op, "args": args or {}}, payload)
+                try:
+                    send_message(sock, {"op": op, "args": args or {}}, payload)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # a server that refused us (busy) has left its reason to read
                 header, body = recv_message(sock)
             except socket.timeout:
                 raise ControlError(f"camera service did not answer {op!r} within "

@@ -84,6 +84,8 @@ def create_app(config: dict[str, Any]) -> Flask:
         config["CONTROL_SOCKET"], timeout=config.get("CONTROL_TIMEOUT", 5.0))
     app.extensions["blurcam.passwords"] = auth.PasswordStore(
         state_dir, config.get("FLEET_FILE"), config.get("ADMIN_PASSWORD"))
+    app.extensions["blurcam.sessions"] = auth.SessionRegistry(
+        app.config["PERMANENT_SESSION_LIFETIME"].total_seconds())
     app.extensions["blurcam.throttle"] = config.get("LOGIN_THROTTLE") or auth.LoginThrottle()
 
     # The login check runs before the CSRF check, so a stranger gets 401, not a CSRF message.

@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request, stream_with_context
+from flask import Blueprint, Response, current_app, jsonify, request
 from flask_wtf.csrf import generate_csrf
 
 from appliance.control import PREVIEW_VIEWS, ControlClient, ControlError
@@ -96,6 +96,7 @@ def change_password():
     except auth.PasswordError as exc:
         return bad_request({exc.field: exc.reason}, "password not changed")
     # Every other session ends with the old password; this one continues with a new token.
+    auth.end_all_sessions()
     return jsonify(csrf_token=auth.start_session())
 
 
@@ -156,19 +157,19 @@ def preview_mjpeg(view: str):
         raise
 
     def frames():
-        try:
-            jpeg = first
-            while True:
-                started = time.monotonic()
-                yield (f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                       f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
-                time.sleep(max(0.0, 1 / MJPEG_MAX_FPS - (time.monotonic() - started)))
-                try:
-                    jpeg = client.preview(view)
-                except ControlError:
-                    return  # daemon went away: end the stream; the client may reconnect
-        finally:
-            _mjpeg_streams.release()
+        jpeg = first
+        while True:
+            started = time.monotonic()
+            yield (f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
+                   f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
+            time.sleep(max(0.0, 1 / MJPEG_MAX_FPS - (time.monotonic() - started)))
+            try:
+                jpeg = client.preview(view)
+            except ControlError:
+                return  # daemon went away: end the stream; the client may reconnect
 
-    return Response(stream_with_context(frames()),
-                    mimetype=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}")
+    # The generator needs no request context: it holds its own client.
+    response = Response(frames(), mimetype=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}")
+    # The server closes every response it started, however the stream ended: free the slot then.
+    response.call_on_close(_mjpeg_streams.release)
+    return response

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import hmac
 import logging
 import os
 import secrets
@@ -35,6 +36,8 @@ MIN_PASSWORD_LENGTH = 8
 MAX_PASSWORD_LENGTH = 256
 # No 0/o, 1/l/i: the generated password is read off a log line and typed on a phone.
 _ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"
+_HASH_PREFIXES = ("scrypt:", "pbkdf2:")  # what werkzeug.security.generate_password_hash makes
+_HASH_CHECKS = threading.BoundedSemaphore(2)
 
 
 class PasswordError(ValueError):
@@ -61,7 +64,7 @@ def read_fleet_password_hash(fleet_file: Path | None) -> str | None:
     value = table.get("admin_password_hash") if isinstance(table, dict) else None
     if value is None:
         return None
-    if not isinstance(value, str) or not value.startswith(("scrypt:", "pbkdf2:")):
+    if not isinstance(value, str) or not value.startswith(_HASH_PREFIXES):
         raise ValueError(f"{fleet_file}: [web] admin_password_hash must be a hash made by "
                          "werkzeug.security.generate_password_hash (starting 'scrypt:')")
     return value
@@ -75,10 +78,14 @@ class PasswordStore:
         self.path = Path(state_dir) / PASSWORD_FILE
         self._lock = threading.Lock()
         self.from_env = bool(env_password)
-        if env_password:
-            self._hash = generate_password_hash(env_password)
-        elif self.path.exists():
-            self._hash = self.path.read_text().strip()
+        # The environment already holds this one in clear, so a slow hash would add nothing.
+        self._env_digest = hashlib.sha256(env_password.encode()).digest() if env_password else None
+        self._hash = ""
+        if self._env_digest is not None:
+            return
+        stored = self._read_stored_hash()
+        if stored is not None:
+            self._hash = stored
         elif (fleet_hash := read_fleet_password_hash(fleet_file)) is not None:
             self._hash = fleet_hash
         else:
@@ -87,18 +94,31 @@ class PasswordStore:
             log.warning("No admin password was set. Generated one for the settings page: %s "
                         "(shown only this once; change it on the page)", password)
 
+    def _read_stored_hash(self) -> str | None:
+        if not self.path.exists():
+            return None
+        stored = self.path.read_text(errors="replace").strip()
+        if stored.startswith(_HASH_PREFIXES):
+            return stored
+        # A damaged file must not lock the owner out for good: set it aside, start afresh.
+        broken = self.path.with_name(PASSWORD_FILE + ".broken")
+        os.replace(self.path, broken)
+        log.error("%s is not a password hash; moved to %s", self.path, broken)
+        return None
+
     def _store(self, new_hash: str) -> None:
         write_atomically(self.path, new_hash.encode() + b"\n")
         os.chmod(self.path, 0o600)
         self._hash = new_hash
 
     def check(self, password: object) -> bool:
-        return isinstance(password, str) and check_password_hash(self._hash, password)
-
-    @property
-    def fingerprint(self) -> str:
-        """Changes whenever the password does, so that all older sessions stop being valid."""
-        return hashlib.sha256(self._hash.encode()).hexdigest()[:32]
+        if not isinstance(password, str) or len(password) > MAX_PASSWORD_LENGTH:
+            return False
+        if self._env_digest is not None:
+            return hmac.compare_digest(hashlib.sha256(password.encode()).digest(), self._env_digest)
+        # scrypt takes 32 MiB and a noticeable time per check: a few at once, never a pile-up.
+        with _HASH_CHECKS:
+            return check_password_hash(self._hash, password)
 
     def change(self, current: object, new: object) -> None:
         if self.from_env:
@@ -155,6 +175,40 @@ class LoginThrottle:
             self._failures.pop(client, None)
 
 
+class SessionRegistry:
+    """The login sessions this process issued. The cookie only carries a random id, so logging out
+    (or changing the password) really ends a session: a copied cookie does not outlive it."""
+
+    def __init__(self, lifetime_s: float, limit: int = 64, clock: Callable[[], float] = time.monotonic):
+        self.lifetime_s, self.limit, self.clock = lifetime_s, limit, clock
+        self._expiry: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def create(self) -> str:
+        sid = secrets.token_urlsafe(24)
+        with self._lock:
+            if len(self._expiry) >= self.limit:  # drop the oldest, not the newest login
+                del self._expiry[min(self._expiry, key=self._expiry.__getitem__)]
+            self._expiry[sid] = self.clock() + self.lifetime_s
+        return sid
+
+    def is_active(self, sid: object) -> bool:
+        with self._lock:
+            expiry = self._expiry.get(sid) if isinstance(sid, str) else None
+            if expiry is not None and expiry <= self.clock():
+                del self._expiry[sid]
+                return False
+            return expiry is not None
+
+    def end(self, sid: object) -> None:
+        with self._lock:
+            self._expiry.pop(sid, None)  # type: ignore[arg-type]
+
+    def end_all(self) -> None:
+        with self._lock:
+            self._expiry.clear()
+
+
 def passwords() -> PasswordStore:
     return current_app.extensions["blurcam.passwords"]
 
@@ -163,8 +217,12 @@ def _throttle() -> LoginThrottle:
     return current_app.extensions["blurcam.throttle"]
 
 
+def _sessions() -> SessionRegistry:
+    return current_app.extensions["blurcam.sessions"]
+
+
 def is_logged_in() -> bool:
-    return session.get("auth") == passwords().fingerprint
+    return _sessions().is_active(session.get("sid"))
 
 
 class LoginOutcome:
@@ -188,14 +246,20 @@ def attempt_login(password: object) -> tuple[str, float]:
 
 def start_session() -> str:
     """A new session (never reuse a pre-login one) with a new CSRF token, which is returned."""
+    _sessions().end(session.get("sid"))
     session.clear()
     g.pop("csrf_token", None)  # flask-wtf caches the token per request; drop the pre-login one
     session.permanent = True
-    session["auth"] = passwords().fingerprint
+    session["sid"] = _sessions().create()
     return generate_csrf()
 
 
+def end_all_sessions() -> None:
+    _sessions().end_all()
+
+
 def end_session() -> None:
+    _sessions().end(session.get("sid"))
     session.clear()
     g.pop("csrf_token", None)
 

@@ -57,7 +57,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"fleet config with [web] admin_password_hash (default {DEFAULT_FLEET_FILE})")
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: list[str] | argparse.Namespace | None = None) -> int:
+    """`blurcam web`: from a command line, or from arguments appliance/cli.py already parsed."""
+    if isinstance(argv, argparse.Namespace):
+        return run(argv)
     parser = argparse.ArgumentParser(prog="blurcam web", description=__doc__)
     add_arguments(parser)
     args = parser.parse_args(argv)
@@ -69,8 +72,8 @@ def run(args: argparse.Namespace) -> int:
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        parse_listen(args.listen)
-        serve(args.listen, args.control_socket, args.state_dir, args.fleet_file)
+        serve(args.listen, args.control_socket or DEFAULT_CONTROL_SOCKET,
+              args.state_dir or DEFAULT_STATE_DIR, args.fleet_file)
     except (ValueError, OSError) as exc:
         log.error("blurcam web: %s", exc)
         return 2

@@ -32,6 +32,7 @@ def _scene(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
 class ControllerDouble:
     def __init__(self, state_dir: Path):
         self.state_dir = Path(state_dir)
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings = SettingsStore(self.state_dir)
         self.started = time.monotonic()
         self.preview_requests = 0

@@ -1,0 +1,101 @@
+"""Fixtures: a ControllerDouble served on a real control socket, and the web app in front of it."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from appliance.control import ControlServer  # noqa: E402
+from controller_double import ControllerDouble  # noqa: E402
+from web import create_app  # noqa: E402
+from web.auth import LoginThrottle  # noqa: E402
+
+PASSWORD = "correct horse battery"
+
+
+class FakeClock:
+    """Time that only moves when a test says so (the login throttle's window)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def short_dir():
+    # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
+    path = Path(tempfile.mkdtemp(prefix="bc-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def controller(tmp_path) -> ControllerDouble:
+    return ControllerDouble(tmp_path / "daemon")
+
+
+@pytest.fixture
+def daemon(controller, short_dir):
+    server = ControlServer(controller, short_dir / "control.sock")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def make_app(tmp_path, daemon, clock):
+    def make(**config):
+        return create_app({"STATE_DIR": tmp_path / "web", "CONTROL_SOCKET": daemon.path,
+                           "ADMIN_PASSWORD": PASSWORD, "LOGIN_THROTTLE": LoginThrottle(clock=clock),
+                           **config})
+    return make
+
+
+@pytest.fixture
+def app(make_app):
+    return make_app()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+class LoggedIn:
+    """A test client with a session, sending its CSRF token on every write."""
+
+    def __init__(self, client, token: str):
+        self.client, self.token = client, token
+
+    def __getattr__(self, name):
+        method = getattr(self.client, name)
+        if name not in ("post", "put", "delete", "patch"):
+            return method
+
+        def with_token(*args, headers=None, **kwargs):
+            return method(*args, headers={"X-CSRF-Token": self.token, **(headers or {})}, **kwargs)
+        return with_token
+
+
+def log_in(client, password: str = PASSWORD) -> LoggedIn:
+    response = client.post("/api/login", json={"password": password})
+    assert response.status_code == 200, response.json
+    return LoggedIn(client, response.json["csrf_token"])
+
+
+@pytest.fixture
+def user(client) -> LoggedIn:
+    return log_in(client)
