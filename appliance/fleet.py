@@ -8,10 +8,9 @@ Tables (all optional; an empty file is valid and means "defaults everywhere"):
   [device]    hostname_pattern, e.g. "blurcam-{serial6}"
   [wifi]      country, ssid, psk, hidden
   [ssh]       authorized_keys (SSH is off unless keys are given; password login is always off)
-  [image]     read_only_root (build-time only; a per-card override may not contain it)
 
 The image carries the operator's file; a card may carry an override file with the same schema on
-its boot partition, merged key by key over the image's. `check`, `load` and `effective` raise
+its boot partition (/boot/firmware/blurcam.toml), merged key by key over the image's. `parse`, `load` and `effective` raise
 FleetError, whose `errors` map a dotted field name ("usb.vendor_id", "ssh.authorized_keys[1]") to
 a sentence saying what is wrong.
 """
@@ -45,7 +44,6 @@ PASSWORD_HASH = re.compile(
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                  "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
                  "sk-ecdsa-sha2-nistp256@openssh.com")
-BUILD_ONLY_TABLES = ("image",)
 
 
 class FleetError(ValueError):
@@ -210,10 +208,6 @@ class Ssh(_Table):
         return [check_ssh_key(k) for k in keys]
 
 
-class Image(_Table):
-    read_only_root: bool = False
-
-
 class Fleet(_Table):
     settings: dict[str, Any] = Field(default_factory=dict)
     usb: Usb = Field(default_factory=Usb)
@@ -221,7 +215,6 @@ class Fleet(_Table):
     device: Device = Field(default_factory=Device)
     wifi: Wifi | None = None
     ssh: Ssh = Field(default_factory=Ssh)
-    image: Image = Field(default_factory=Image)
 
 
 def _field_name(loc: tuple) -> str:
@@ -259,14 +252,10 @@ def _ssh_key_errors(data: dict) -> dict[str, str]:
     return out
 
 
-def parse(data: dict[str, Any], *, override: bool = False) -> Fleet:
-    """Validate a fleet file's parsed contents (or a per-card override's)."""
+def parse(data: dict[str, Any], *, partial: bool = False) -> Fleet | None:
+    """Validate a fleet file's parsed contents. With `partial` (a per-card override, which may
+    set a single key of a table such as [wifi] psk), required keys may be missing."""
     errors: dict[str, str] = {}
-    if override:
-        for table in BUILD_ONLY_TABLES:
-            if table in data:
-                errors[table] = (f"[{table}] takes effect when the image is built; "
-                                 "a per-card override cannot change it")
     try:
         fleet = Fleet.model_validate(data)
     except ValidationError as exc:
@@ -282,7 +271,8 @@ def parse(data: dict[str, Any], *, override: bool = False) -> Fleet:
                 kind = "table" if len(err["loc"]) == 1 else "key"
                 errors.setdefault(name, f"unknown {kind}" + (f" (allowed: {allowed})" if allowed else ""))
             elif err["type"] == "missing":
-                errors.setdefault(name, "is required")
+                if not partial:
+                    errors.setdefault(name, "is required")
             else:
                 errors.setdefault(name, err["msg"].removeprefix("Value error, "))
     if isinstance(data.get("settings"), dict):
@@ -292,7 +282,6 @@ def parse(data: dict[str, Any], *, override: bool = False) -> Fleet:
             errors.update({f"settings.{k}": v for k, v in exc.errors.items()})
     if errors:
         raise FleetError(errors)
-    assert fleet is not None
     return fleet
 
 
@@ -308,8 +297,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise FleetError({"file": f"{path}: cannot be read ({exc.strerror})"}) from None
 
 
-def load(path: Path, *, override: bool = False) -> Fleet:
-    return parse(read_toml(path), override=override)
+def load(path: Path, *, partial: bool = False) -> Fleet | None:
+    return parse(read_toml(path), partial=partial)
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -339,8 +328,9 @@ def effective(base: dict[str, Any], override: dict[str, Any] | None, serial: str
     """
     serial = normalize_serial(serial)
     if override is not None:
-        parse(override, override=True)
+        parse(override, partial=True)
     fleet = parse(merge(base, override or {}))
+    assert fleet is not None
     if fleet.usb.serial_number is None:
         fleet = fleet.model_copy(update={"usb": fleet.usb.model_copy(update={"serial_number": serial})})
     return fleet, render_hostname(fleet.device.hostname_pattern, serial)
@@ -381,8 +371,7 @@ def describe(fleet: Fleet) -> str:
             f"{fleet.usb.manufacturer!r} {fleet.usb.product!r}; {wifi}; "
             f"SSH {'on with %d key(s)' % keys if keys else 'off'}; "
             f"web admin password {'set' if fleet.web.admin_password_hash else 'NOT set'}; "
-            f"{len(fleet.settings)} setting default(s); "
-            f"read-only root {'on' if fleet.image.read_only_root else 'off'}")
+            f"{len(fleet.settings)} setting default(s)")
 
 
 def hash_password(password: str) -> str:
@@ -390,14 +379,16 @@ def hash_password(password: str) -> str:
     return generate_password_hash(password, method="scrypt")
 
 
-def main(args: list[str]) -> int:
+def main(args: list[str] | argparse.Namespace) -> int:
     """`blurcam fleet check FILE [--override]` and `blurcam fleet hash-password`."""
+    if isinstance(args, argparse.Namespace):  # the CLI's own `fleet check FILE` parse
+        args = [args.action, str(args.file)]
     parser = argparse.ArgumentParser(prog="blurcam fleet", description="Check fleet files.")
     sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate a fleet file (or a per-card override)")
+    check = sub.add_parser("check", help="validate a fleet file or a per-card override (same schema)")
     check.add_argument("file", type=Path)
     check.add_argument("--override", action="store_true",
-                       help="FILE is a per-card override (boot partition blurcam.toml)")
+                       help="FILE is a per-card override: keys may be left out of any table")
     sub.add_parser("hash-password",
                    help="read a password (prompt, or stdin when piped) and print its hash "
                         "for [web] admin_password_hash")
@@ -412,11 +403,11 @@ def main(args: list[str]) -> int:
         return 0
 
     try:
-        fleet = load(opts.file, override=opts.override)
+        fleet = load(opts.file, partial=opts.override)
     except FleetError as exc:
         print(f"{opts.file}: invalid fleet file", file=sys.stderr)
         for field, reason in exc.errors.items():
             print(f"  {field}: {reason}", file=sys.stderr)
         return 1
-    print(f"{opts.file}: OK: {describe(fleet)}")
+    print(f"{opts.file}: OK" + (f": {describe(fleet)}" if fleet else " (as a per-card override)"))
     return 0

@@ -15,9 +15,9 @@ KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILbAiJXe4wElcE6DspCfjB8gO0hp9hpn0dlT
        "operator@example")
 
 
-def errors_of(data: dict, **kw) -> dict[str, str]:
+def errors_of(data: dict) -> dict[str, str]:
     with pytest.raises(FleetError) as exc:
-        fleet.parse(data, **kw)
+        fleet.parse(data)
     return exc.value.errors
 
 
@@ -31,7 +31,7 @@ def test_an_empty_fleet_file_means_defaults_everywhere():
     f = fleet.parse({})
     assert (f.usb.vendor_id, f.usb.product_id) == (0x1D6B, 0x0104)
     assert f.device.hostname_pattern == "blurcam-{serial6}"
-    assert f.wifi is None and f.ssh.authorized_keys == [] and f.image.read_only_root is False
+    assert f.wifi is None and f.ssh.authorized_keys == []
 
 
 def test_bad_settings_are_reported_with_the_settings_validators_reasons():
@@ -103,11 +103,6 @@ def test_unknown_tables_and_keys_list_what_is_allowed():
     assert "allowed: settings, usb" in errs["extra"]
 
 
-def test_a_per_card_override_may_not_change_build_time_options():
-    errs = errors_of({"image": {"read_only_root": True}}, override=True)
-    assert "when the image is built" in errs["image"]
-
-
 def test_an_override_replaces_single_keys_and_keeps_the_rest_of_each_table():
     base = tomllib.loads(EXAMPLE.read_text())
     cfg, hostname = fleet.effective(base, {"usb": {"product": "Desk 4"}, "settings": {"effect": "none"}},
@@ -116,6 +111,15 @@ def test_an_override_replaces_single_keys_and_keeps_the_rest_of_each_table():
     assert cfg.settings["effect"] == "none" and cfg.settings["blur_strength"] == 60
     assert cfg.usb.serial_number == "10000000a1b2c3d4"
     assert hostname == "blurcam-b2c3d4"
+
+
+def test_an_override_may_set_a_single_key_of_a_table_with_required_keys():
+    base = {"wifi": {"country": "DE", "ssid": "Net", "psk": "old-passphrase"}}
+    cfg, _ = fleet.effective(base, {"wifi": {"psk": "new-passphrase"}}, "1")
+    assert cfg.wifi.ssid == "Net" and cfg.wifi.psk == "new-passphrase"
+    with pytest.raises(FleetError) as exc:
+        fleet.effective({}, {"wifi": {"psk": "new-passphrase"}}, "1")
+    assert exc.value.errors == {"wifi.country": "is required", "wifi.ssid": "is required"}
 
 
 def test_a_bad_override_is_rejected_naming_its_own_field():
