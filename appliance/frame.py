@@ -51,17 +51,17 @@ def split_i420(yuv: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 def rgb_to_i420(rgb: np.ndarray) -> np.ndarray:
     """RGB uint8 (h, w, 3) with even h, w -> I420 (h*3/2, w), full-range BT.601 (JFIF).
 
-    OpenCV's COLOR_RGB2YUV is the full-range matrix; its *_I420 variants are limited-range, which
-    would shift every colour once the JPEG decoder on the host reads them as full range.
+    OpenCV's YCrCb conversion is exactly JFIF's matrix (its "YUV" is the analogue PAL one and its
+    *_I420 variants are limited range: either would shift colours at the host's JPEG decoder).
     """
     h, w = rgb.shape[:2]
-    full = cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)
+    full = cv2.cvtColor(rgb, cv2.COLOR_RGB2YCrCb)
     out = np.empty((h * 3 // 2, w), np.uint8)
     y, u, v = split_i420(out)
     cv2.extractChannel(full, 0, y)
     chroma = cv2.resize(full, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
-    cv2.extractChannel(chroma, 1, u)
-    cv2.extractChannel(chroma, 2, v)
+    cv2.extractChannel(chroma, 2, u)  # Cb
+    cv2.extractChannel(chroma, 1, v)  # Cr
     return out
 
 
@@ -69,8 +69,8 @@ def i420_to_rgb(yuv: np.ndarray) -> np.ndarray:
     """I420 (full-range BT.601) -> RGB uint8 (h, w, 3). For previews and tests."""
     y, u, v = split_i420(yuv)
     h, w = y.shape
-    full = cv2.merge([y, cv2.resize(u, (w, h)), cv2.resize(v, (w, h))])
-    return cv2.cvtColor(full, cv2.COLOR_YUV2RGB)
+    full = cv2.merge([y, cv2.resize(v, (w, h)), cv2.resize(u, (w, h))])
+    return cv2.cvtColor(full, cv2.COLOR_YCrCb2RGB)
 
 
 def frame_from_rgb(rgb: np.ndarray, lores_size: tuple[int, int], timestamp: float,
