@@ -24,6 +24,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$config" ] || { echo "build.sh: --config FLEET_FILE is required" >&2; usage; }
 [ -f "$config" ] || die "fleet file $config not found"
+check_fleet_file "$config"   # before anything slow
 
 case "$variant" in
   offline) exec bash "$IMAGE_BUILD_DIR/scripts/build-offline.sh" "$config" "$out" ;;

@@ -54,3 +54,11 @@ in_rootfs() {
   umount -R "$root/dev" "$root/sys" "$root/proc" 2>/dev/null || umount -lR "$root/dev" "$root/sys" "$root/proc"
   return $rc
 }
+
+# Validate a fleet file with the project's own validator; errors name each bad field.
+check_fleet_file() {
+  local py=${PYTHON:-$PROJECT_DIR/.venv/bin/python}
+  [ -x "$py" ] || py=python3
+  PYTHONPATH=$PROJECT_DIR "$py" -c 'import sys; from appliance.fleet import main; sys.exit(main(["check", sys.argv[1]]))' "$1" >&2 \
+    || die "the fleet file $1 is invalid (errors above); nothing was built"
+}

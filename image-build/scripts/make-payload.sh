@@ -8,10 +8,7 @@ fleet_file=${1:?usage: $0 FLEET_FILE OUT_DIR}
 out=${2:?usage: $0 FLEET_FILE OUT_DIR}
 PY=${PYTHON:-$PROJECT_DIR/.venv/bin/python}
 [ -x "$PY" ] || PY=python3
-
-log "payload: checking $fleet_file"
-"$PY" -c 'import sys; from appliance.fleet import main; sys.exit(main(["check", sys.argv[1]]))' "$fleet_file" >&2 \
-  || die "the fleet file $fleet_file is invalid (errors above); nothing was built"
+check_fleet_file "$fleet_file"
 
 rm -rf "$out"; mkdir -p "$out/wheels" "$out/models"
 

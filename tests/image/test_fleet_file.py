@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from appliance import fleet
 from appliance.fleet import FleetError
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "image-build" / "fleet.example.toml"
+BUILD = EXAMPLE.parent / "build.sh"
 KEY = ("ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAILbAiJXe4wElcE6DspCfjB8gO0hp9hpn0dlTdBJEEZqB "
        "operator@example")
 
@@ -158,3 +160,13 @@ def test_check_reports_toml_syntax_errors_with_their_line(tmp_path, capsys):
 def test_check_of_a_missing_file_says_so(tmp_path, capsys):
     assert fleet.main(["check", str(tmp_path / "nope.toml")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_an_invalid_fleet_file_stops_the_build_before_anything_is_built(tmp_path):
+    bad = tmp_path / "fleet.toml"
+    bad.write_text('[device]\nhostname_pattern = "cam_{serial4}"\n[wifi]\ncountry = "DE"\n')
+    r = subprocess.run([str(BUILD), "--variant", "offline", "--config", str(bad), "--out", str(tmp_path / "out")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert "device.hostname_pattern" in r.stderr and "wifi.ssid: is required" in r.stderr
+    assert "nothing was built" in r.stderr and not (tmp_path / "out").exists()

@@ -1,0 +1,109 @@
+"""Helpers for the image tests: read a disk image's partition table and mount its partitions.
+
+Everything is looked at in the image file itself (loop mounts, read-only), so the tests check what
+gets flashed, not the tree it was made from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+SECTOR = 512
+
+
+@dataclass(frozen=True)
+class Partition:
+    number: int
+    start: int  # bytes
+    size: int  # bytes
+    type: str
+    bootable: bool
+
+
+def partition_table(image: Path) -> tuple[str, str, list[Partition]]:
+    """(label type, disk id, partitions) as sfdisk reports them."""
+    table = json.loads(subprocess.run(["sfdisk", "--json", str(image)], check=True,
+                                      capture_output=True, text=True).stdout)["partitiontable"]
+    parts = [Partition(i + 1, p["start"] * SECTOR, p["size"] * SECTOR, p["type"], bool(p.get("bootable")))
+             for i, p in enumerate(table["partitions"])]
+    return table["label"], table["id"], parts
+
+
+def read_at(image: Path, offset: int, length: int) -> bytes:
+    with open(image, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def fat32_label(image: Path, part: Partition) -> tuple[str, str]:
+    """(filesystem type string, volume label) from a FAT32 boot sector."""
+    boot = read_at(image, part.start, 512)
+    return boot[0x52:0x5A].decode().strip(), boot[0x47:0x52].decode().strip()
+
+
+def ext4_label(image: Path, part: Partition) -> tuple[int, str]:
+    """(superblock magic, volume label) of an ext2/3/4 filesystem."""
+    sb = read_at(image, part.start + 1024, 256)
+    return int.from_bytes(sb[56:58], "little"), sb[120:136].rstrip(b"\0").decode()
+
+
+def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, check=True, capture_output=True, text=True, **kw)
+
+
+@contextmanager
+def mounted(image: Path, part: Partition, where: Path, fstype: str):
+    where.mkdir(parents=True, exist_ok=True)
+    run(["mount", "-t", fstype, "-o", f"loop,ro,offset={part.start},sizelimit={part.size}",
+         str(image), str(where)])
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=False)
+
+
+@contextmanager
+def writable_root(image: Path, root: Partition, boot: Partition, work: Path):
+    """The image's root partition (read-only) under a throw-away overlay, with /proc, /sys, /dev
+    and a writable copy of the boot partition at /boot/firmware: a chroot as first boot sees it.
+    Writes land in `work`, never in the image."""
+    with ExitStack() as stack:
+        lower = stack.enter_context(mounted(image, root, work / "lower", "ext4"))
+        boot_ro = stack.enter_context(mounted(image, boot, work / "boot-ro", "vfat"))
+        boot_copy = work / "boot"
+        shutil.copytree(boot_ro, boot_copy, dirs_exist_ok=True)
+        for d in ("upper", "ovwork", "merged"):
+            (work / d).mkdir(exist_ok=True)
+        merged = work / "merged"
+        run(["mount", "-t", "overlay", "overlay", "-o",
+             f"lowerdir={lower},upperdir={work / 'upper'},workdir={work / 'ovwork'}", str(merged)])
+        stack.callback(subprocess.run, ["umount", "-R", str(merged)], check=False)
+        run(["mount", "-t", "proc", "proc", str(merged / "proc")])
+        run(["mount", "--rbind", "/sys", str(merged / "sys")])
+        run(["mount", "--make-rslave", str(merged / "sys")])
+        run(["mount", "--rbind", "/dev", str(merged / "dev")])
+        run(["mount", "--make-rslave", str(merged / "dev")])
+        run(["mount", "--bind", str(boot_copy), str(merged / "boot" / "firmware")])
+        yield merged
+
+
+def in_chroot(root: Path, command: str, timeout: float = 900) -> subprocess.CompletedProcess:
+    """Run a shell command inside `root` (arm64, through qemu-user), in its own UTS namespace so
+    that setting the hostname leaves the build machine's alone."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+    return subprocess.run(["unshare", "--uts", "chroot", str(root), "/bin/sh", "-c", command],
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def missing_tools(tools: list[str]) -> list[str]:
+    return [t for t in tools if shutil.which(t) is None]
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0

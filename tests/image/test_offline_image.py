@@ -1,0 +1,222 @@
+"""The offline SD image: built from Debian's archive with the production image's appliance steps,
+then checked in the image file itself (partitions, filesystems, boot config, units, models) and
+run under qemu-aarch64 (blurcam --version, the pipeline self-test, first-boot provisioning).
+
+Slow (a cold build is ~15 min on 2 cores; warm, with an unchanged recipe, ~1 min), so only with
+BLURCAM_IMAGE_TEST=1 (`make image-test`). Needs root, loop mounts and the packages in
+tools/apt-packages/image.txt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+import appliance
+from imagetools import (ext4_label, fat32_label, in_chroot, is_root, missing_tools, mounted,
+                        partition_table, writable_root)
+
+ROOT = Path(__file__).resolve().parents[2]
+BUILD = ROOT / "image-build" / "build.sh"
+EXAMPLE = ROOT / "image-build" / "fleet.example.toml"
+SERIAL = "10000000c0ffee42"
+TOOLS = ["mmdebstrap", "genimage", "qemu-aarch64-static", "sfdisk", "mkfs.vfat", "mke2fs", "unshare"]
+
+pytestmark = [
+    pytest.mark.rootfs,
+    pytest.mark.skipif(os.environ.get("BLURCAM_IMAGE_TEST") != "1",
+                       reason="builds the SD image (~15 min cold): run `make image-test`"),
+    pytest.mark.skipif(not is_root(), reason="building and loop-mounting the image needs root"),
+    pytest.mark.skipif(bool(missing_tools(TOOLS)),
+                       reason=f"missing {missing_tools(TOOLS)}: run tools/system-deps.sh as root"),
+]
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("image-out")
+    log = out / "build.log"
+    with open(log, "w") as f:
+        rc = subprocess.run([str(BUILD), "--variant", "offline", "--config", str(EXAMPLE), "--out", str(out)],
+                            stdout=f, stderr=subprocess.STDOUT).returncode
+    text = log.read_text()
+    print(text[-3000:])
+    assert rc == 0, f"image build failed:\n{text[-6000:]}"
+    return out / "blurcam-offline.img"
+
+
+@pytest.fixture(scope="module")
+def parts(image):
+    label, disk_id, partitions = partition_table(image)
+    return {"label": label, "id": disk_id, "boot": partitions[0], "root": partitions[1], "all": partitions}
+
+
+@pytest.fixture(scope="module")
+def boot_files(image, parts, tmp_path_factory):
+    where = tmp_path_factory.mktemp("boot")
+    with mounted(image, parts["boot"], where, "vfat"):
+        yield {p.name: p.read_bytes() for p in where.iterdir() if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def rootfs(image, parts, tmp_path_factory):
+    with writable_root(image, parts["root"], parts["boot"], tmp_path_factory.mktemp("root")) as root:
+        yield root
+
+
+def test_the_image_has_an_mbr_with_a_fat32_boot_and_an_ext4_root_partition(image, parts):
+    assert parts["label"] == "dos"
+    boot, root = parts["boot"], parts["root"]
+    assert len(parts["all"]) == 2
+    assert (boot.type, boot.bootable, boot.start) == ("c", True, 4 * 2**20)
+    assert boot.size == 256 * 2**20
+    assert root.type == "83" and root.start == boot.start + boot.size
+    assert fat32_label(image, boot) == ("FAT32", "bootfs")
+    assert ext4_label(image, root) == (0xEF53, "rootfs")
+    assert image.stat().st_size == root.start + root.size
+
+
+def test_config_txt_puts_the_otg_port_in_device_mode_and_enables_the_watchdog(boot_files):
+    config = boot_files["config.txt"].decode()
+    block = config.split("# --- BlurCam begin")[1]
+    assert block.splitlines()[1] == "[all]"
+    assert "dtoverlay=dwc2,dr_mode=peripheral" in block.splitlines()
+    assert "dtparam=watchdog=on" in block.splitlines()
+    assert "g_ether" not in config
+
+
+def test_cmdline_is_one_quiet_line_booting_the_root_partition_by_partuuid(boot_files, parts):
+    lines = boot_files["cmdline.txt"].decode().splitlines()
+    assert len(lines) == 1
+    words = lines[0].split()
+    assert f"root=PARTUUID={parts['id'].removeprefix('0x')}-02" in words
+    assert {"quiet", "loglevel=3", "rootwait"} <= set(words)
+    assert "splash" not in words and not any("g_ether" in w or "modules-load" in w for w in words)
+    assert {"vmlinuz", "initrd.img"} <= set(boot_files)
+
+
+def test_fstab_mounts_both_partitions_of_this_disk(rootfs, parts):
+    entries = [line.split() for line in (rootfs / "etc/fstab").read_text().splitlines() if line.strip()]
+    disk = parts["id"].removeprefix("0x")
+    assert [e[:3] for e in entries] == [[f"PARTUUID={disk}-01", "/boot/firmware", "vfat"],
+                                        [f"PARTUUID={disk}-02", "/", "ext4"]]
+
+
+def enabled_units(root: Path, target: str) -> set[str]:
+    wants = root / "etc/systemd/system" / f"{target}.wants"
+    return {p.name for p in wants.iterdir() if p.is_symlink() and (root / str(p.readlink()).lstrip("/")).exists()}
+
+
+def test_the_appliance_units_and_provisioning_are_enabled_and_network_waits_masked(rootfs):
+    assert {"blurcam.service", "blurcam-web.service", "blurcam-gadget.service",
+            "blurcam-provision.service", "ssh.service", "NetworkManager.service"} <= enabled_units(rootfs, "multi-user.target")
+    for unit in ("NetworkManager-wait-online.service", "systemd-networkd-wait-online.service"):
+        assert os.readlink(rootfs / "etc/systemd/system" / unit) == "/dev/null"
+    assert (rootfs / "usr/lib/udev/rules.d/90-blurcam-gadget.rules").exists()
+    assert "blurcam:" in (rootfs / "etc/passwd").read_text()
+    assert "blurcam-web:" in (rootfs / "etc/passwd").read_text()
+
+
+def test_units_verify_with_the_images_own_systemd(rootfs):
+    r = in_chroot(rootfs, "systemd-analyze verify --man=no blurcam-provision.service blurcam.service "
+                          "blurcam-web.service blurcam-gadget.service 2>&1")
+    problems = [line for line in r.stdout.splitlines() if "blurcam" in line]
+    assert r.returncode == 0 and not problems, r.stdout
+
+
+def test_usb_device_mode_modules_load_and_no_legacy_gadget_can_grab_the_udc(rootfs):
+    loads = " ".join((p.read_text() for d in ("etc/modules-load.d", "usr/lib/modules-load.d")
+                      for p in (rootfs / d).glob("*.conf")))
+    assert "dwc2" in loads.split() and "libcomposite" in loads.split() and "g_ether" not in loads
+    etc_modules = rootfs / "etc/modules"
+    assert not etc_modules.exists() or "g_ether" not in etc_modules.read_text()
+    assert "blacklist g_ether" in (rootfs / "etc/modprobe.d/blurcam-no-legacy-gadgets.conf").read_text()
+
+
+def test_boot_does_not_wait_for_the_network_and_has_a_hardware_watchdog(rootfs):
+    watchdog = (rootfs / "etc/systemd/system.conf.d/blurcam-watchdog.conf").read_text()
+    assert "RuntimeWatchdogSec=14s" in watchdog
+    assert "Storage=volatile" in (rootfs / "etc/systemd/journald.conf.d/blurcam.conf").read_text()
+
+
+def test_the_shipped_models_are_the_repositorys_byte_for_byte(rootfs):
+    shipped = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+               for p in (rootfs / "usr/share/blurcam/models").glob("*.tflite")}
+    ours = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (ROOT / "models").glob("*.tflite")}
+    assert shipped == ours and "general_int8.tflite" in shipped
+
+
+def test_the_device_has_no_compiler_no_host_keys_and_no_machine_id(rootfs):
+    for cc in ("usr/bin/gcc", "usr/bin/cc"):
+        assert not (rootfs / cc).exists()
+    assert not list((rootfs / "etc/ssh").glob("ssh_host_*"))
+    assert (rootfs / "etc/machine-id").read_text() == ""
+
+
+def test_blurcam_version_runs_on_arm64(rootfs):
+    r = in_chroot(rootfs, "uname -m; blurcam --version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["aarch64", "blurcam", appliance.__version__]
+
+
+def test_the_venv_resolves_every_dependency_without_conflicts(rootfs):
+    r = in_chroot(rootfs, "/opt/blurcam/venv/bin/pip check; /opt/blurcam/venv/bin/python -c "
+                          "'import cv2, numpy, simplejpeg, ai_edge_litert, flask, pydantic, waitress; "
+                          "print(numpy.__version__, cv2.__version__)'")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "No broken requirements found." in r.stdout
+
+
+def test_the_pipeline_selftest_passes_on_arm64(rootfs):
+    r = in_chroot(rootfs, "blurcam selftest 2>&1")
+    print(r.stdout)
+    assert r.returncode == 0, r.stdout
+    assert r.stdout.count("ok   scene") == 3 and "selftest passed" in r.stdout
+
+
+def provision(rootfs: Path, override: str | None) -> subprocess.CompletedProcess:
+    card = rootfs / "boot/firmware/blurcam.toml"
+    if override is None:
+        card.unlink(missing_ok=True)
+    else:
+        card.write_text(override)
+    return in_chroot(rootfs, f"/usr/lib/blurcam/provision --serial {SERIAL} && hostname && cat /etc/hostname")
+
+
+def test_first_boot_gives_the_device_its_hostname_usb_serial_and_the_cards_override(rootfs):
+    r = provision(rootfs, '[usb]\nproduct = "Desk 7 Camera"\n[settings]\neffect = "none"\n')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["blurcam-ffee42", "blurcam-ffee42"]
+    effective = rootfs / "etc/blurcam/fleet.toml"
+    cfg = tomllib.loads(effective.read_text())
+    assert cfg["usb"]["serial_number"] == SERIAL
+    assert cfg["usb"]["product"] == "Desk 7 Camera" and cfg["usb"]["manufacturer"] == "Example Corp"
+    assert cfg["settings"]["effect"] == "none" and cfg["settings"]["blur_strength"] == 60
+    assert "psk" not in cfg["wifi"]
+    st = effective.stat()
+    assert oct(st.st_mode & 0o777) == "0o640"
+    assert st.st_gid == int(in_chroot(rootfs, "getent group blurcam | cut -d: -f3").stdout)
+    wifi = rootfs / "etc/NetworkManager/system-connections/blurcam-wifi.nmconnection"
+    assert "ssid=ExampleNet" in wifi.read_text() and "psk=correct horse battery" in wifi.read_text()
+    assert oct(wifi.stat().st_mode & 0o777) == "0o600"
+    assert "operator@example" in (rootfs / "etc/ssh/blurcam_authorized_keys").read_text()
+    assert (rootfs / "etc/ssh/ssh_host_ed25519_key").exists()
+    assert not (rootfs / "boot/firmware/blurcam-error.txt").exists()
+
+
+def test_a_bad_card_override_is_not_applied_and_the_reason_is_left_on_the_card(rootfs):
+    r = provision(rootfs, '[usb]\nvendor_id = "acme"\n')
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split()[0] == "blurcam-ffee42"
+    note = (rootfs / "boot/firmware/blurcam-error.txt").read_text()
+    assert "usb.vendor_id" in note and "0x1d6b" in note
+    cfg = tomllib.loads((rootfs / "etc/blurcam/fleet.toml").read_text())
+    assert cfg["usb"]["vendor_id"] == 0x1D6B and cfg["usb"]["product"] == "BlurCam Webcam"
+    # Fixing the card clears the note on the next boot.
+    assert provision(rootfs, None).returncode == 0
+    assert not (rootfs / "boot/firmware/blurcam-error.txt").exists()
