@@ -1,0 +1,288 @@
+"""Frames from a Raspberry Pi camera module through picamera2 (libcamera).
+
+Two streams per request: `main` at the size the USB host committed, in YUV so frames reach the
+JPEG encoder without an RGB round trip, and `lores` at the model's input size, scaled by the ISP
+for free. The Pi's ISP gives YUV420 (I420) for both; libcamera's virtual camera (used by the
+tests on a PC) only gives NV12, which is deinterleaved here. Colour space is sYCC (full-range
+BT.601), what Frame and JPEG expect. Requests are copied out and released at once, so the camera
+never runs out of buffers however slow the consumer is.
+"""
+
+from __future__ import annotations
+
+import errno
+import gc
+import logging
+import threading
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+
+from appliance.frame import Frame, i420_to_rgb
+from appliance.sources.base import SourceError
+
+log = logging.getLogger(__name__)
+
+# A frame that takes longer than this is a dead camera, not a slow one.
+READ_TIMEOUT_S = 3.0
+# A sensor timestamp further than this from time.monotonic() is on another clock.
+CLOCK_TOLERANCE_S = 1.0
+
+
+def import_picamera2():
+    """picamera2 and libcamera, or a SourceError saying how to get them."""
+    try:
+        import libcamera
+        from picamera2 import Picamera2
+    except ImportError as e:
+        raise SourceError(f"picamera2 is not available ({e}); on Raspberry Pi OS install "
+                          "python3-picamera2 and create the venv with --system-site-packages") from e
+    return Picamera2, libcamera
+
+
+def list_cameras() -> list[dict[str, Any]]:
+    """The cameras libcamera sees (empty when picamera2 is missing)."""
+    try:
+        Picamera2, _ = import_picamera2()
+    except SourceError:
+        return []
+    return list(Picamera2.global_camera_info())
+
+
+def camera_controls_for(settings: dict[str, int], advertised: dict[str, tuple]) -> dict[str, Any]:
+    """libcamera controls for our Settings-unit image controls, limited to the ones the camera
+    advertises (name -> (min, max, default)) and clamped to their ranges.
+
+    brightness -100..100 -> Brightness -1..1; contrast and saturation 0..200 -> 0..2 (100 is the
+    camera's neutral 1.0); sharpness 0..200 -> min..default..max (100 is the camera's default).
+    """
+    out: dict[str, Any] = {}
+
+    def clamp(name: str, value: float) -> None:
+        lo, hi, _ = advertised[name]
+        out[name] = float(min(max(value, lo), hi))
+
+    if "brightness" in settings and "Brightness" in advertised:
+        clamp("Brightness", settings["brightness"] / 100.0)
+    for key, name in (("contrast", "Contrast"), ("saturation", "Saturation")):
+        if key in settings and name in advertised:
+            clamp(name, settings[key] / 100.0)
+    if "sharpness" in settings and "Sharpness" in advertised:
+        lo, hi, default = advertised["Sharpness"]
+        default = lo if default is None else default
+        s = settings["sharpness"]
+        value = lo + (default - lo) * s / 100.0 if s <= 100 else default + (hi - default) * (s - 100) / 100.0
+        clamp("Sharpness", value)
+    return out
+
+
+def hardware_control_names(advertised: dict[str, tuple]) -> frozenset[str]:
+    """The Settings controls the camera applies itself (the pipeline need not redo them)."""
+    pairs = {"brightness": "Brightness", "contrast": "Contrast", "saturation": "Saturation",
+             "sharpness": "Sharpness"}
+    return frozenset(k for k, name in pairs.items() if name in advertised)
+
+
+def yuv420_to_i420(buf: np.ndarray, fmt: str, width: int, height: int, stride: int,
+                   out: np.ndarray | None = None) -> np.ndarray:
+    """A camera buffer (flat bytes, rows `stride` apart) in YUV420 or NV12 -> packed I420.
+
+    NV12 has one interleaved UV plane (stride bytes per row); I420 has separate U and V planes
+    (stride/2 per row). Padding beyond `width` is dropped.
+    """
+    w, h = width, height
+    if out is None:
+        out = np.empty((h * 3 // 2, w), np.uint8)
+    flat_out = out.reshape(-1)
+    q = (h // 2) * (w // 2)
+    y = buf[: stride * h].reshape(h, stride)[:, :w]
+    flat_out[: w * h].reshape(h, w)[:] = y
+    u_out = flat_out[w * h: w * h + q].reshape(h // 2, w // 2)
+    v_out = flat_out[w * h + q: w * h + 2 * q].reshape(h // 2, w // 2)
+    if fmt == "NV12":
+        uv = buf[stride * h: stride * h + stride * (h // 2)].reshape(h // 2, stride)[:, :w]
+        u_out[:] = uv[:, 0::2]
+        v_out[:] = uv[:, 1::2]
+    elif fmt in ("YUV420", "YVU420"):
+        cs, ch = stride // 2, h // 2
+        first = buf[stride * h: stride * h + cs * ch].reshape(ch, cs)[:, : w // 2]
+        second = buf[stride * h + cs * ch: stride * h + 2 * cs * ch].reshape(ch, cs)[:, : w // 2]
+        u_out[:], v_out[:] = (first, second) if fmt == "YUV420" else (second, first)
+    else:
+        raise SourceError(f"picamera2 delivered {fmt}; expected YUV420 or NV12")
+    return out
+
+
+class Picamera2Source:
+    """The Pi camera (or any libcamera camera) as a Source."""
+
+    def __init__(self, camera: int | str = 0, buffer_count: int = 4):
+        self.camera = camera  # index into libcamera's camera list, or a camera Id
+        self.name = "picamera2" if camera == 0 else f"picamera2:{camera}"
+        self.buffer_count = buffer_count
+        self.hardware_controls: frozenset[str] = frozenset()
+        self._cam = None
+        self._controls: dict[str, int] = {}
+        self._lock = threading.Lock()  # start/stop/set_controls against each other
+        self._seq = 0
+        self._streams: dict[str, tuple[str, int, int, int]] = {}
+
+    # -- opening ----------------------------------------------------------------------------
+    def _camera_index(self, Picamera2) -> int:
+        cameras = list(Picamera2.global_camera_info())
+        if not cameras:
+            raise SourceError("no camera found: libcamera lists no cameras (check the camera's "
+                              "ribbon cable and that `rpicam-hello --list-cameras` shows it)")
+        if isinstance(self.camera, int):
+            if not 0 <= self.camera < len(cameras):
+                raise SourceError(f"camera {self.camera} does not exist: libcamera lists "
+                                  f"{len(cameras)} camera(s)")
+            return self.camera
+        for info in cameras:
+            if info.get("Id") == self.camera:
+                return info["Num"]
+        raise SourceError(f"camera {self.camera!r} not found; libcamera lists "
+                          f"{[c.get('Id') for c in cameras]}")
+
+    def _open(self, Picamera2):
+        index = self._camera_index(Picamera2)
+        try:
+            return Picamera2(index)
+        except Exception as e:  # picamera2 wraps libcamera's error in a generic RuntimeError
+            text = error_chain(e)
+            if "busy" in text.lower() or f"errno {errno.EBUSY}" in text.lower():
+                raise SourceError(f"camera {index} is busy: another process is using it "
+                                  f"(stop it, e.g. rpicam-hello or another blurcam) [{text}]") from e
+            raise SourceError(f"cannot open camera {index}: {text}") from e
+
+    # -- Source protocol --------------------------------------------------------------------
+    def start(self, width: int, height: int, fps: float, lores_size: tuple[int, int]) -> None:
+        Picamera2, libcamera = import_picamera2()
+        with self._lock:
+            if self._cam is not None:
+                self._stop_locked()
+            cam = self._open(Picamera2)
+            try:
+                self._configure(cam, libcamera, width, height, fps, lores_size)
+                cam.start()
+            except SourceError:
+                cam.close()
+                raise
+            except Exception as e:
+                cam.close()
+                raise SourceError(f"camera cannot stream {width}x{height} at {fps:g} fps with a "
+                                  f"{lores_size[0]}x{lores_size[1]} lores stream: {e}") from e
+            self._cam = cam
+            self._want = (width, height, lores_size)
+            self._seq = 0
+        log.info("picamera2: %s started, main %s, lores %s, controls %s",
+                 self.name, self._streams["main"], self._streams["lores"], sorted(self.hardware_controls))
+
+    def _configure(self, cam, libcamera, width: int, height: int, fps: float,
+                   lores_size: tuple[int, int]) -> None:
+        advertised = cam.camera_controls
+        controls: dict[str, Any] = camera_controls_for(self._controls, advertised)
+        if "FrameDurationLimits" in advertised:
+            frame_us = int(round(1_000_000 / fps))
+            controls["FrameDurationLimits"] = (frame_us, frame_us)
+        if "AfMode" in advertised:  # Camera Module 3: keep the face in focus as it moves
+            controls["AfMode"] = libcamera.controls.AfModeEnum.Continuous
+        config = cam.create_video_configuration(
+            main={"size": (width, height), "format": "YUV420"},
+            lores={"size": tuple(lores_size), "format": "YUV420"},
+            colour_space=libcamera.ColorSpace.Sycc(),
+            buffer_count=self.buffer_count,
+            queue=False,  # wait for a fresh frame rather than hand out one already queued
+            controls=controls,
+            display=None, encode=None)
+        cam.configure(config)
+        self._streams = {}
+        for name in ("main", "lores"):
+            c = cam.camera_config[name]
+            self._streams[name] = (c["format"], c["size"][0], c["size"][1], c["stride"])
+        if self._streams["main"][1:3] != (width, height):
+            raise SourceError(f"camera gives {self._streams['main'][1]}x{self._streams['main'][2]} "
+                              f"for a requested {width}x{height} main stream")
+        self.hardware_controls = hardware_control_names(advertised)
+
+    def read(self) -> Frame:
+        cam = self._cam
+        if cam is None:
+            raise SourceError(f"{self.name}: read() before start()")
+        try:
+            request = cam.capture_request(wait=READ_TIMEOUT_S)
+        except TimeoutError as e:
+            raise SourceError(f"{self.name}: no frame from the camera in {READ_TIMEOUT_S:g} s") from e
+        except Exception as e:
+            if self._cam is None:
+                raise SourceError(f"{self.name}: stopped while reading") from e
+            raise SourceError(f"{self.name}: capture failed: {e}") from e
+        captured_at = time.monotonic()
+        try:
+            main = self._i420(request, "main")
+            lores = self._i420(request, "lores")
+            sensor_ns = request.get_metadata().get("SensorTimestamp")
+        finally:
+            request.release()  # hand the buffers straight back to the camera
+        self._seq += 1
+        return Frame(yuv=main, lores=self._lores_rgb(lores), sequence=self._seq,
+                     timestamp=frame_timestamp(sensor_ns, captured_at))
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stop_locked()
+
+    def _stop_locked(self) -> None:
+        cam, self._cam = self._cam, None
+        if cam is not None:
+            try:
+                cam.stop()
+                cam.cancel_all_and_flush()  # wakes a read() still waiting for a frame
+            finally:
+                cam.close()  # releases the camera so another process (or start()) can take it
+            # picamera2's event thread leaves its epoll selector in a reference cycle; collect
+            # it now rather than let every host stop/start hold on to another fd until then.
+            gc.collect()
+            log.info("picamera2: %s stopped", self.name)
+
+    def set_controls(self, controls: dict[str, int]) -> None:
+        with self._lock:
+            self._controls.update(controls)
+            if self._cam is not None:
+                mapped = camera_controls_for(self._controls, self._cam.camera_controls)
+                if mapped:
+                    self._cam.set_controls(mapped)
+
+    # -- conversions ------------------------------------------------------------------------
+    def _i420(self, request, name: str) -> np.ndarray:
+        fmt, w, h, stride = self._streams[name]
+        return yuv420_to_i420(request.make_buffer(name), fmt, w, h, stride)
+
+    def _lores_rgb(self, lores_i420: np.ndarray) -> np.ndarray:
+        rgb = i420_to_rgb(lores_i420)
+        want = tuple(self._want[2])
+        if (rgb.shape[1], rgb.shape[0]) != want:  # the camera rounded the lores size
+            rgb = cv2.resize(rgb, want, interpolation=cv2.INTER_AREA)
+        return rgb
+
+
+def error_chain(e: BaseException) -> str:
+    """An exception's message with the causes behind it ("Camera __init__ ... : ... busy")."""
+    parts = []
+    while e is not None and len(parts) < 5:
+        if str(e) and str(e) not in parts:
+            parts.append(str(e))
+        e = e.__cause__ or e.__context__
+    return ": ".join(parts)
+
+
+def frame_timestamp(sensor_ns: int | None, captured_at: float) -> float:
+    """The sensor's start-of-exposure time on the time.monotonic() scale when it is on that clock
+    (libcamera's Pi pipeline uses CLOCK_MONOTONIC ns), else the capture time."""
+    if sensor_ns:
+        sensor_s = sensor_ns / 1e9
+        if 0.0 <= captured_at - sensor_s < CLOCK_TOLERANCE_S:
+            return sensor_s
+    return captured_at
