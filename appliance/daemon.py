@@ -22,7 +22,7 @@ from appliance import __version__
 from appliance.encode import MjpegEncoder
 from appliance.frame import split_i420
 from appliance.pipeline import FramePipeline, ThreadedPipeline
-from appliance.settings import Settings, SettingsError, SettingsStore
+from appliance.settings import Settings, SettingsError, SettingsStore, image_controls
 from appliance.sources.base import SourceError
 from appliance.sources.file import decode_image, read_image
 from appliance.stream import FrameSlot, StreamFormat
@@ -99,7 +99,7 @@ class Controller:
         changed = old.background != new.background
         self.pipeline.configure(new, self._load_background(new) if changed else None, changed)
         if self._source is not None:
-            self._source.set_controls({k: getattr(new, k) for k in ("brightness", "contrast", "saturation", "sharpness")})
+            self._source.set_controls(image_controls(new))
         log.info("settings changed: %s", ", ".join(k for k in new.model_fields if getattr(old, k) != getattr(new, k)))
 
     def update_settings(self, changes: dict) -> Settings:
@@ -138,8 +138,7 @@ class Controller:
             from appliance.sources import open_source
             self._source = open_source(self.source_spec)
             s = self.settings.current
-            self._source.set_controls({k: getattr(s, k) for k in ("brightness", "contrast", "saturation", "sharpness")})
-            self.pipeline.software_controls = not getattr(self._source, "hardware_controls", False)
+            self._source.set_controls(image_controls(s))
         return self._source
 
     def _run(self, fmt: StreamFormat, mode: str) -> FrameSlot:
@@ -243,7 +242,7 @@ class Controller:
             "model": s.model,
             "precision": s.precision,
             "effect": s.effect,
-            "controls": {k: getattr(s, k) for k in ("brightness", "contrast", "saturation", "sharpness")},
+            "controls": image_controls(s),
             "error": self._last_error or None,
         }
         out.update(system_health())

@@ -44,10 +44,10 @@ class FramePipeline:
     runner calls `segment` from one thread and `finish` from another, which share no state but
     the (immutable) settings and the segmenter reference."""
 
-    def __init__(self, settings: Settings, background_rgb: np.ndarray | None = None,
-                 software_controls: bool = True):
+    def __init__(self, settings: Settings, background_rgb: np.ndarray | None = None):
         self.settings = settings
-        self.software_controls = software_controls
+        # Image controls the camera applies itself; the rest are done here in software.
+        self.hardware_controls: frozenset[str] = frozenset()
         self.refiner = MaskRefiner()
         self.compositor = Compositor()
         self.compositor.set_background(background_rgb)
@@ -100,8 +100,9 @@ class FramePipeline:
         timings = {} if timings is None else timings
         s = self.settings
         yuv = frame.yuv
-        controls = {k: getattr(s, k) for k in adjust.NEUTRAL}
-        if self.software_controls and not adjust.is_neutral(controls) and s.effect != "privacy":
+        controls = {k: (neutral if k in self.hardware_controls else getattr(s, k))
+                    for k, neutral in adjust.NEUTRAL.items()}
+        if not adjust.is_neutral(controls) and s.effect != "privacy":
             yuv = adjust.adjust(yuv, **controls)
         t = time.perf_counter()
         alpha_full = alpha_half = None
@@ -178,6 +179,7 @@ class ThreadedPipeline:
 
     def start(self) -> None:
         self.source.start(self.fmt.width, self.fmt.height, self.fmt.fps, self.pipeline.lores_size)
+        self.pipeline.hardware_controls = frozenset(getattr(self.source, "hardware_controls", ()))
         self._running.set()
         now = time.monotonic()
         for name in self.THREADS:

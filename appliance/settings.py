@@ -50,6 +50,12 @@ class Settings(BaseModel):
 
 
 FIELDS = tuple(Settings.model_fields)
+IMAGE_CONTROLS = ("brightness", "contrast", "saturation", "sharpness")
+
+
+def image_controls(settings: Settings) -> dict[str, int]:
+    """The camera image controls of a Settings, as a source's set_controls() takes them."""
+    return {k: getattr(settings, k) for k in IMAGE_CONTROLS}
 
 
 class SettingsError(ValueError):
