@@ -100,7 +100,7 @@ class Controller:
         self.pipeline.configure(new, self._load_background(new) if changed else None, changed)
         if self._source is not None:
             self._source.set_controls(image_controls(new))
-        log.info("settings changed: %s", ", ".join(k for k in new.model_fields if getattr(old, k) != getattr(new, k)))
+        log.info("settings changed: %s", ", ".join(k for k in Settings.model_fields if getattr(old, k) != getattr(new, k)))
 
     def update_settings(self, changes: dict) -> Settings:
         if "model" in changes or "precision" in changes:

@@ -1,0 +1,84 @@
+"""The daemon's controller: idle until someone watches, streams what the host committed."""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+import simplejpeg
+
+from appliance import daemon
+from appliance.daemon import Controller
+from appliance.settings import SettingsError
+from appliance.stream import StreamFormat
+
+
+@pytest.fixture
+def controller(tmp_path):
+    c = Controller(tmp_path / "state", source_spec="demo")
+    yield c
+    c.close()
+
+
+def test_nothing_runs_until_a_host_or_the_preview_asks(controller):
+    time.sleep(0.3)
+    assert controller.status()["state"] == "idle"
+    assert controller.status()["fps"] == 0.0
+
+
+def test_a_committed_stream_delivers_frames_of_exactly_that_format_and_stops_on_request(controller):
+    slot = controller.start_stream(StreamFormat("mjpeg", 1280, 720, 30))
+    got = slot.get(0, timeout=10)
+    assert got is not None
+    image = simplejpeg.decode_jpeg(got[1], colorspace="RGB")
+    assert image.shape == (720, 1280, 3)
+    assert controller.status()["state"] == "streaming"
+    assert controller.status()["stream_format"] == "MJPEG 1280x720@30"
+    controller.stop_stream()
+    assert controller.status()["state"] == "idle"
+
+
+def test_the_preview_shows_original_mask_and_output_then_idles_again(controller, monkeypatch):
+    monkeypatch.setattr(daemon, "PREVIEW_SECONDS", 0.5)
+    views = {v: simplejpeg.decode_jpeg(controller.preview(v), colorspace="GRAY") for v in ("original", "mask", "output")}
+    assert all(img.shape[1] == 640 for img in views.values())
+    mask = views["mask"]
+    assert mask.max() > 200 and mask.min() < 50  # a person and a background
+    assert controller.status()["state"] == "preview"
+    time.sleep(0.7)
+    controller.tick()
+    assert controller.status()["state"] == "idle"
+
+
+def test_an_unknown_preview_view_is_an_error(controller):
+    with pytest.raises(ValueError, match="original, mask or output"):
+        controller.preview("xray")
+
+
+def test_a_background_upload_must_be_an_image_and_a_bad_one_changes_nothing(controller):
+    with pytest.raises(SettingsError) as err:
+        controller.set_background(b"<html>not an image</html>")
+    assert "background" in err.value.errors
+    assert controller.settings.current.background == ""
+
+
+def test_a_large_background_is_stored_resized_and_replaces_the_previous_one(controller, tmp_path):
+    big = np.zeros((3000, 4000, 3), np.uint8)
+    big[:, :, 1] = 200
+    ok, png = cv2.imencode(".png", big)
+    first = controller.set_background(png.tobytes()).background
+    stored = cv2.imread(str(tmp_path / "state" / "backgrounds" / first))
+    assert stored.shape[0] <= 1080 and stored.shape[1] <= 1920
+    small = np.full((100, 100, 3), 50, np.uint8)
+    second = controller.set_background(cv2.imencode(".jpg", small)[1].tobytes()).background
+    assert second != first
+    assert not (tmp_path / "state" / "backgrounds" / first).exists()
+
+
+def test_status_reports_what_the_settings_page_shows(controller):
+    st = controller.status()
+    for key in ("state", "fps", "inference_ms", "source", "stream_format", "host_connected",
+                "uptime_s", "version", "cpu_load", "temperature_c", "throttled", "model", "precision"):
+        assert key in st
