@@ -1,0 +1,102 @@
+"""Headless Chromium (Debian's /usr/bin/chromium) against the real daemon and web process."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PASSWORD = "browser-test-password"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            pytest.fail(f"{process.args} exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            urllib.request.urlopen(url, timeout=2).close()
+            return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.2)
+    pytest.fail(f"{url} did not answer within {timeout:g} s:\n{log.read_text()[-3000:]}")
+
+
+class Service:
+    """A `blurcam ...` command line running in the background, stopped at the end."""
+
+    def __init__(self, args: list[str], workdir: Path):
+        self.log = workdir / "service.log"
+        env = {**os.environ, "BLURCAM_ADMIN_PASSWORD": PASSWORD, "PYTHONUNBUFFERED": "1"}
+        self.process = subprocess.Popen([sys.executable, "-m", "appliance", *args], env=env,
+                                        stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
+                                        start_new_session=True)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()  # the daemon stops its web child itself
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+@pytest.fixture(scope="session")
+def chromium_available():
+    if not CHROMIUM.exists():
+        pytest.skip("needs Debian's chromium at /usr/bin/chromium (tools/apt-packages/web.txt)")
+    pytest.importorskip("playwright.sync_api", reason="needs the playwright python package")
+
+
+@pytest.fixture(scope="module")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="bc-browser-"))  # short: it holds the control socket
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def camera(chromium_available, workdir):
+    """The real daemon on the demo source, with its settings page as a child process."""
+    port = free_port()
+    service = Service(["run", "--source", "demo", "--state-dir", str(workdir / "state"),
+                       "--web", f"127.0.0.1:{port}"], workdir)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(base + "/login", service.process, service.log)
+        yield base, service
+    finally:
+        service.stop()
+
+
+@pytest.fixture
+def browser_context(chromium_available, tmp_path):
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as playwright:
+        context = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
+            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+        context.set_default_timeout(15_000)
+        try:
+            yield context
+        finally:
+            context.close()
