@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-CHROMIUM = Path("/usr/bin/chromium")
+# Debian's browser; BLURCAM_CHROMIUM may point at another build of it.
+CHROMIUM = Path(os.environ.get("BLURCAM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "browser-test-password"
