@@ -284,6 +284,10 @@ def decode_probe(raw: bytes) -> Probe:
     return Probe(hint, fmt, frame, interval)
 
 
+def committed_frame(device: Device, state: State) -> FrameSize:
+    return _lookup(device, state.commit)[1]
+
+
 def committed_format(device: Device, state: State) -> StreamFormat:
     fmt, frame = _lookup(device, state.commit)
     return stream_format(fmt, frame, state.commit.interval)

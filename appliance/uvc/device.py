@@ -1,0 +1,406 @@
+"""The UVC userspace: serves the f_uvc video node for the daemon.
+
+One thread polls the node: UVC events (setup/data requests from the host, stream on/off,
+connect/disconnect) arrive as POLLPRI, finished output buffers as POLLOUT. Requests are answered
+by the pure functions in requests.py. While the host streams, a second thread takes encoded frames
+from the Controller's FrameSlot and queues them into mmap'ed output buffers (latest frame wins; a
+slow host skips frames, nothing piles up).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import json
+import logging
+import mmap
+import os
+import select
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from appliance.stream import FrameSlot, StreamFormat
+from appliance.uvc import ioctl as k
+from appliance.uvc import requests
+from appliance.uvc.configfs import CONFIGFS_GADGETS, UDC_CLASS, read_device
+
+log = logging.getLogger(__name__)
+
+V4L2_CLASS = Path("/sys/class/video4linux")
+NUM_BUFFERS = 4
+CONTROL_FIELDS = ("brightness", "contrast", "saturation", "sharpness")
+DUMP_DIR_ENV = "BLURCAM_UVC_DUMP_DIR"  # debug: also write every queued frame to this directory
+DUMP_MAX_ENV = "BLURCAM_UVC_DUMP_MAX"  # at most this many per stream (default 30)
+
+
+# --- finding the node ---------------------------------------------------------------------------
+
+def find_uvc_function(configfs: Path = CONFIGFS_GADGETS, udc_class: Path = UDC_CLASS,
+                      v4l_class: Path = V4L2_CLASS) -> tuple[str, Path] | None:
+    """(/dev/videoN, configfs function dir) of a UVC function bound to a UDC, or None."""
+    if not configfs.is_dir():
+        return None
+    for gadget in sorted(configfs.iterdir()):
+        try:
+            udc = (gadget / "UDC").read_text().strip()
+        except OSError:
+            continue
+        functions = sorted(gadget.glob("functions/uvc.*"))
+        if not udc or not functions:
+            continue
+        # f_uvc registers its video device under the UDC's gadget device ...
+        for video in sorted((udc_class / udc / "device").glob("gadget*/video4linux/video*")):
+            return f"/dev/{video.name}", functions[0]
+        # ... and names it after the UDC (older layouts).
+        for video in sorted(v4l_class.glob("video*")):
+            try:
+                if (video / "name").read_text().strip() == udc:
+                    return f"/dev/{video.name}", functions[0]
+            except OSError:
+                continue
+    return None
+
+
+def find_uvc_node() -> str | None:
+    """The f_uvc video node of the bound gadget (e.g. /dev/video0), or None on a machine without."""
+    found = find_uvc_function()
+    return found[0] if found else None
+
+
+# --- the server ---------------------------------------------------------------------------------
+
+class _Stream:
+    """Output buffers and the feeder thread of one STREAMON..STREAMOFF."""
+
+    def __init__(self, fmt: StreamFormat, max_frame_size: int):
+        self.fmt = fmt
+        self.max_frame_size = max_frame_size
+        self.buffers: list[mmap.mmap] = []
+        self.free: list[int] = []
+        self.cond = threading.Condition()
+        self.stopping = threading.Event()
+        self.feeder: threading.Thread | None = None
+        self.slot: FrameSlot | None = None
+
+
+class UvcServer:
+    """Serves the f_uvc video node for `controller` (see appliance/daemon.py Controller)."""
+
+    def __init__(self, controller, node_path: str, function_dir: Path | None = None,
+                 dump_dir: Path | None = None):
+        self.controller = controller
+        self.node_path = node_path
+        self.function_dir = function_dir
+        env_dump = os.environ.get(DUMP_DIR_ENV)
+        self.dump_dir = dump_dir or (Path(env_dump) if env_dump else None)
+        self.dump_max = int(os.environ.get(DUMP_MAX_ENV, "30"))
+        self._fd = -1
+        self._wake_r = self._wake_w = -1
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._stream: _Stream | None = None
+        self.device: requests.Device | None = None
+        self._state: requests.State | None = None
+        self._stats: dict[str, Any] = {
+            "connected": False, "speed": None, "streaming": False, "committed": None,
+            "frames_queued": 0, "frames_skipped": 0, "frames_too_big": 0, "requests": 0,
+            "stalls": 0, "controls_set": 0, "streams": 0, "disconnects": 0, "last_error": None}
+
+    # --- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.function_dir is None:
+            found = find_uvc_function()
+            if found is None or found[0] != self.node_path:
+                raise RuntimeError(f"{self.node_path}: no bound configfs UVC function owns this node")
+            self.function_dir = found[1]
+        self.device = read_device(self.function_dir)
+        self._state = requests.initial_state(self.device, self._settings_values())
+        self._fd = os.open(self.node_path, os.O_RDWR | os.O_NONBLOCK)
+        try:
+            for event in k.UVC_EVENTS:
+                k.ioctl(self._fd, k.VIDIOC_SUBSCRIBE_EVENT, k.v4l2_event_subscription(type=event))
+        except OSError:
+            os.close(self._fd)
+            self._fd = -1
+            raise
+        self._wake_r, self._wake_w = os.pipe()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="uvc-events", daemon=True)
+        self._thread.start()
+        log.info("UVC: serving %s (%s): %s", self.node_path, self.function_dir,
+                 "; ".join(f"{f.encoding} " + ",".join(fr.size for fr in f.frames)
+                           for f in self.device.formats))
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._wake_w >= 0:
+            os.write(self._wake_w, b"x")
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
+        self._stop_streaming("shutdown")
+        for fd in (self._fd, self._wake_r, self._wake_w):
+            if fd >= 0:
+                os.close(fd)
+        self._fd = self._wake_r = self._wake_w = -1
+
+    def status(self) -> dict:
+        out = dict(self._stats)
+        out["node"] = self.node_path
+        out["error_code"] = int(self._state.error_code) if self._state else 0
+        return out
+
+    # --- event loop --------------------------------------------------------------------------
+    def _loop(self) -> None:
+        poller = select.poll()
+        poller.register(self._wake_r, select.POLLIN)
+        while not self._stop.is_set():
+            # POLLOUT only while streaming: an idle vb2 queue reports POLLERR, i.e. always ready.
+            mask = select.POLLPRI | (select.POLLOUT if self._stream else 0)
+            poller.register(self._fd, mask)
+            try:
+                ready = dict(poller.poll(1000))
+            except InterruptedError:
+                continue
+            if self._wake_r in ready:
+                break
+            revents = ready.get(self._fd, 0)
+            try:
+                if revents & select.POLLPRI:
+                    self._drain_events()
+                if self._stream and revents & (select.POLLOUT | select.POLLERR):
+                    self._reclaim_buffers()
+            except Exception as exc:  # one bad event must not end the webcam
+                log.exception("UVC: error handling the video node")
+                self._stats["last_error"] = repr(exc)
+                time.sleep(0.05)
+
+    def _drain_events(self) -> None:
+        event = k.v4l2_event()
+        while True:
+            try:
+                k.ioctl(self._fd, k.VIDIOC_DQEVENT, event)
+            except OSError as exc:
+                if exc.errno in (errno.ENOENT, errno.EAGAIN):
+                    return
+                raise
+            self._on_event(event.type, bytes(event.u.data))
+
+    def _on_event(self, kind: int, data: bytes) -> None:
+        if kind == k.UVC_EVENT_SETUP:
+            self._on_setup(requests.Setup.parse(data[:8]))
+        elif kind == k.UVC_EVENT_DATA:
+            length = int.from_bytes(data[:4], "little", signed=True)
+            self._on_data(data[4:4 + max(0, min(length, 60))])
+        elif kind == k.UVC_EVENT_STREAMON:
+            self._start_streaming()
+        elif kind == k.UVC_EVENT_STREAMOFF:
+            self._stop_streaming("host stopped streaming")
+        elif kind == k.UVC_EVENT_CONNECT:
+            self._stats.update(connected=True, speed=int.from_bytes(data[:4], "little"))
+            self._state = requests.initial_state(self.device, self._settings_values())
+            self.controller.set_host_state(True, None)
+            log.info("UVC: host connected")
+        elif kind == k.UVC_EVENT_DISCONNECT:
+            self._stats["disconnects"] += 1
+            self._stats["connected"] = False
+            self._stop_streaming("host disconnected")
+            self.controller.set_host_state(False, None)
+            log.info("UVC: host disconnected")
+
+    # --- requests ----------------------------------------------------------------------------
+    def _settings_values(self) -> dict[str, int]:
+        current = self.controller.settings.current
+        return {name: getattr(current, name) for name in CONTROL_FIELDS}
+
+    def _on_setup(self, setup: requests.Setup) -> None:
+        self._stats["requests"] += 1
+        state = requests.with_values(self._state, self._settings_values())
+        self._state, reply = requests.handle_setup(self.device, state, setup)
+        if reply.stalled:
+            self._stats["stalls"] += 1
+            log.debug("UVC: stall %s (error code %s)", setup, self._state.error_code.name)
+        self._respond(reply)
+
+    def _on_data(self, data: bytes) -> None:
+        self._state, effects = requests.handle_data(self.device, self._state, data)
+        if effects.committed is not None:
+            self._stats["committed"] = str(effects.committed)
+            log.info("UVC: host committed %s", effects.committed)
+        if effects.changed:
+            self._stats["controls_set"] += 1
+            try:
+                self.controller.update_settings(effects.changed)
+            except ValueError as exc:  # SettingsError: keep the old value
+                log.warning("UVC: host control change refused: %s", exc)
+
+    def _respond(self, reply: requests.Reply) -> None:
+        response = k.uvc_request_data()
+        if reply.stalled:
+            response.length = -errno.EPIPE  # f_uvc halts ep0 for a negative length
+        else:
+            response.length = len(reply.data)
+            ctypes.memmove(response.data, reply.data, len(reply.data))
+        try:
+            k.ioctl(self._fd, k.UVCIOC_SEND_RESPONSE, response)
+        except OSError as exc:  # the host went away mid-request
+            log.warning("UVC: sending the response failed: %s", exc)
+
+    # --- streaming ---------------------------------------------------------------------------
+    def _start_streaming(self) -> None:
+        self._stop_streaming("restart")
+        fmt = requests.committed_format(self.device, self._state)
+        stream = _Stream(fmt, requests.committed_frame(self.device, self._state).max_frame_size)
+        try:
+            self._setup_buffers(stream)
+            # VIDIOC_STREAMON completes the host's SET_INTERFACE: do it before the (slower)
+            # camera and model start, so the host does not time out.
+            k.ioctl(self._fd, k.VIDIOC_STREAMON, ctypes.c_int(k.V4L2_BUF_TYPE_VIDEO_OUTPUT))
+        except OSError as exc:
+            log.error("UVC: cannot start the output queue for %s: %s", fmt, exc)
+            self._stats["last_error"] = f"stream start: {exc}"
+            self._release_buffers(stream)
+            return
+        self._stream = stream
+        self._stats.update(streaming=True, committed=str(fmt))
+        self._stats["streams"] += 1
+        self.controller.set_host_state(True, fmt)
+        stream.feeder = threading.Thread(target=self._feed, args=(stream,), name="uvc-feed", daemon=True)
+        stream.feeder.start()
+        log.info("UVC: streaming %s", fmt)
+
+    def _setup_buffers(self, stream: _Stream) -> None:
+        fmt = k.v4l2_format(type=k.V4L2_BUF_TYPE_VIDEO_OUTPUT)
+        pix = fmt.fmt.pix
+        pix.width, pix.height = stream.fmt.width, stream.fmt.height
+        if stream.fmt.encoding == "yuyv":
+            pix.pixelformat, pix.bytesperline = k.V4L2_PIX_FMT_YUYV, stream.fmt.width * 2
+            pix.colorspace = k.V4L2_COLORSPACE_SRGB
+        else:
+            pix.pixelformat, pix.bytesperline = k.V4L2_PIX_FMT_MJPEG, 0
+            pix.colorspace = k.V4L2_COLORSPACE_JPEG
+        pix.field = k.V4L2_FIELD_NONE
+        pix.sizeimage = stream.max_frame_size
+        k.ioctl(self._fd, k.VIDIOC_S_FMT, fmt)
+        req = k.v4l2_requestbuffers(count=NUM_BUFFERS, type=k.V4L2_BUF_TYPE_VIDEO_OUTPUT,
+                                    memory=k.V4L2_MEMORY_MMAP)
+        k.ioctl(self._fd, k.VIDIOC_REQBUFS, req)
+        for index in range(req.count):
+            buf = k.v4l2_buffer(index=index, type=k.V4L2_BUF_TYPE_VIDEO_OUTPUT,
+                                memory=k.V4L2_MEMORY_MMAP)
+            k.ioctl(self._fd, k.VIDIOC_QUERYBUF, buf)
+            stream.buffers.append(mmap.mmap(self._fd, buf.length, mmap.MAP_SHARED,
+                                            mmap.PROT_READ | mmap.PROT_WRITE, offset=buf.m.offset))
+            stream.free.append(index)
+
+    def _release_buffers(self, stream: _Stream) -> None:
+        for m in stream.buffers:
+            m.close()
+        stream.buffers.clear()
+        req = k.v4l2_requestbuffers(count=0, type=k.V4L2_BUF_TYPE_VIDEO_OUTPUT,
+                                    memory=k.V4L2_MEMORY_MMAP)
+        try:
+            k.ioctl(self._fd, k.VIDIOC_REQBUFS, req)
+        except OSError as exc:
+            log.warning("UVC: freeing buffers: %s", exc)
+
+    def _stop_streaming(self, why: str) -> None:
+        stream, self._stream = self._stream, None
+        if stream is None:
+            return
+        stream.stopping.set()
+        with stream.cond:
+            stream.cond.notify_all()
+        if stream.feeder is not None:
+            stream.feeder.join()  # it may still be inside controller.start_stream()
+        try:
+            k.ioctl(self._fd, k.VIDIOC_STREAMOFF, ctypes.c_int(k.V4L2_BUF_TYPE_VIDEO_OUTPUT))
+        except OSError as exc:
+            log.warning("UVC: STREAMOFF: %s", exc)
+        self._release_buffers(stream)
+        self.controller.stop_stream()
+        self.controller.set_host_state(self._stats["connected"], None)
+        self._stats["streaming"] = False
+        log.info("UVC: stream %s stopped (%s)", stream.fmt, why)
+
+    def _reclaim_buffers(self) -> None:
+        stream = self._stream
+        while stream is not None:
+            buf = k.v4l2_buffer(type=k.V4L2_BUF_TYPE_VIDEO_OUTPUT, memory=k.V4L2_MEMORY_MMAP)
+            try:
+                k.ioctl(self._fd, k.VIDIOC_DQBUF, buf)
+            except OSError as exc:
+                if exc.errno == errno.EAGAIN:
+                    return
+                # ENODEV/EIO: the host vanished without a STREAMOFF (cable pulled).
+                self._stop_streaming(f"output queue failed: {exc.strerror}")
+                return
+            with stream.cond:
+                stream.free.append(buf.index)
+                stream.cond.notify_all()
+
+    def _feed(self, stream: _Stream) -> None:
+        try:
+            stream.slot = self.controller.start_stream(stream.fmt)
+        except Exception as exc:
+            log.error("UVC: the pipeline did not start for %s: %s", stream.fmt, exc)
+            self._stats["last_error"] = f"pipeline: {exc}"
+            return
+        dump = _FrameDump(self.dump_dir, stream.fmt, self.dump_max) if self.dump_dir else None
+        seq = 0
+        while not stream.stopping.is_set():
+            got = stream.slot.get(seq, timeout=0.25)
+            if got is None:
+                continue
+            with stream.cond:
+                if not stream.cond.wait_for(lambda: stream.free or stream.stopping.is_set(), 0.5):
+                    self._stats["frames_skipped"] += 1  # the host is not taking frames
+                    seq = got[0]
+                    continue
+                if stream.stopping.is_set():
+                    return
+                newest = stream.slot.latest()
+                seq, data = newest if newest[1] is not None else got
+                if len(data) > stream.max_frame_size:
+                    self._stats["frames_too_big"] += 1
+                    continue
+                index = stream.free.pop(0)
+                stream.buffers[index][:len(data)] = data
+                buf = k.v4l2_buffer(index=index, type=k.V4L2_BUF_TYPE_VIDEO_OUTPUT,
+                                    memory=k.V4L2_MEMORY_MMAP, bytesused=len(data),
+                                    field=k.V4L2_FIELD_NONE)
+                try:
+                    k.ioctl(self._fd, k.VIDIOC_QBUF, buf)
+                except OSError as exc:
+                    stream.free.append(index)
+                    self._stats["last_error"] = f"QBUF: {exc.strerror}"
+                    stream.cond.wait(0.1)
+                    continue
+            self._stats["frames_queued"] += 1
+            if dump is not None:
+                dump.write(data)
+
+
+class _FrameDump:
+    """Debug: the frames exactly as queued to the host, for tests that cannot see the host side."""
+
+    def __init__(self, directory: Path, fmt: StreamFormat, limit: int):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.fmt = fmt
+        self.limit = limit
+        self.count = 0
+        self.stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{fmt.encoding}-{fmt.width}x{fmt.height}"
+
+    def write(self, data: bytes) -> None:
+        if self.count >= self.limit:
+            return
+        ext = "jpg" if self.fmt.encoding == "mjpeg" else "yuyv"
+        path = self.directory / f"{self.stem}-{self.count:04d}.{ext}"
+        path.write_bytes(data)
+        self.count += 1
+        meta = {"encoding": self.fmt.encoding, "width": self.fmt.width, "height": self.fmt.height,
+                "fps": self.fmt.fps, "frames": self.count}
+        (self.directory / f"{self.stem}.json").write_text(json.dumps(meta))
