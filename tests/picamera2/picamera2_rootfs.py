@@ -8,6 +8,7 @@ are bind-mounted: nothing is baked in, and every mount vanishes with the command
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -44,17 +45,42 @@ def ensure_rootfs() -> Path:
     if (root / "opt/venv/bin/python").exists():
         return root
     CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / "picamera2-rootfs.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another test run may be building it right now
+        if not (root / "opt/venv/bin/python").exists():
+            _build(root)
+    return root
+
+
+def remove_tree(path: Path) -> None:
+    """rm -r of one of our rootfs directories in tests/.cache, and nothing else: refuses any other
+    path, and refuses while something is mounted inside (an interrupted build can leave the
+    host's /dev bound there; deleting through it would delete the host's device nodes)."""
+    path = path.absolute()
+    if path.parent != CACHE.absolute() or not path.name.startswith("picamera2-rootfs-"):
+        raise RuntimeError(f"refusing to remove {path}: not a picamera2 rootfs in {CACHE}")
+    with open("/proc/self/mountinfo") as f:
+        mounted = [m for m in (line.split()[4] for line in f)
+                   if m == str(path) or m.startswith(str(path) + "/")]
+    if mounted:
+        raise RuntimeError(f"not removing {path}: still mounted there: {mounted}; unmount them")
+    if path.is_symlink() or not path.is_dir():
+        path.unlink(missing_ok=True)
+        return
+    shutil.rmtree(path)
+
+
+def _build(root: Path) -> None:
     for stale in CACHE.glob("picamera2-rootfs-*"):  # older recipes, half-built attempts
-        shutil.rmtree(stale, ignore_errors=True)
+        remove_tree(stale)
     partial = root.with_name(root.name + ".partial")
     result = subprocess.run(["sh", str(HERE / "build_rootfs.sh"), str(partial)],
                             capture_output=True, text=True)
     if result.returncode != 0:
-        shutil.rmtree(partial, ignore_errors=True)
+        remove_tree(partial)
         raise RuntimeError(f"building the picamera2 rootfs failed:\n{result.stdout[-3000:]}\n"
                            f"{result.stderr[-3000:]}")
     partial.rename(root)
-    return root
 
 
 def run_in_rootfs(root: Path, args: list[str], *, virtual_yaml: Path, frames_dir: Path,

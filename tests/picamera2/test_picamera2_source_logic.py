@@ -1,0 +1,109 @@
+"""The picamera2 source's own arithmetic, without a camera: buffer layouts, control ranges and
+timestamps. (Capture itself is tested on real picamera2 in test_picamera2_virtual.py.)"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+from skimage import data
+
+from appliance.frame import rgb_to_i420, split_i420
+from appliance.sources.picamera2 import (camera_controls_for, error_chain, frame_timestamp,
+                                         hardware_control_names, yuv420_to_i420)
+
+# Ranges a Raspberry Pi camera (imx708, Camera Module 3) advertises: (min, max, default).
+PI_CONTROLS = {"Brightness": (-1.0, 1.0, 0.0), "Contrast": (0.0, 32.0, 1.0),
+               "Saturation": (0.0, 32.0, 1.0), "Sharpness": (0.0, 16.0, 1.0),
+               "AfMode": (0, 2, 0), "FrameDurationLimits": (33333, 120000, None)}
+NEUTRAL = {"brightness": 0, "contrast": 100, "saturation": 100, "sharpness": 100}
+
+
+@pytest.fixture(scope="module")
+def i420() -> np.ndarray:
+    return rgb_to_i420(cv2.resize(data.astronaut(), (640, 360)))
+
+
+def camera_buffer(i420: np.ndarray, fmt: str, stride: int) -> np.ndarray:
+    """How the ISP lays the picture out: rows `stride` bytes apart, padding filled with junk."""
+    y, u, v = split_i420(i420)
+    h, w = y.shape
+    padded_y = np.full((h, stride), 77, np.uint8)
+    padded_y[:, :w] = y
+    if fmt == "NV12":
+        uv = np.full((h // 2, stride), 99, np.uint8)
+        uv[:, 0:w:2], uv[:, 1:w:2] = u, v
+        return np.concatenate([padded_y.ravel(), uv.ravel()])
+    planes = []
+    for p in ((u, v) if fmt == "YUV420" else (v, u)):
+        c = np.full((h // 2, stride // 2), 99, np.uint8)
+        c[:, : w // 2] = p
+        planes.append(c.ravel())
+    return np.concatenate([padded_y.ravel(), *planes])
+
+
+@pytest.mark.parametrize("fmt", ["NV12", "YUV420", "YVU420"])
+@pytest.mark.parametrize("stride", [640, 704])
+def test_camera_buffers_become_exact_i420_whatever_the_format_and_row_padding(i420, fmt, stride):
+    out = yuv420_to_i420(camera_buffer(i420, fmt, stride), fmt, 640, 360, stride)
+    assert out.shape == (540, 640)
+    assert np.array_equal(out, i420)
+
+
+def test_an_unexpected_pixel_format_is_a_clear_error(i420):
+    from appliance.sources.base import SourceError
+    with pytest.raises(SourceError, match="delivered RGB888; expected YUV420 or NV12"):
+        yuv420_to_i420(camera_buffer(i420, "NV12", 640), "RGB888", 640, 360, 640)
+
+
+def test_neutral_settings_give_the_cameras_neutral_controls():
+    assert camera_controls_for(NEUTRAL, PI_CONTROLS) == {
+        "Brightness": 0.0, "Contrast": 1.0, "Saturation": 1.0, "Sharpness": 1.0}
+
+
+def test_settings_units_map_onto_the_cameras_ranges():
+    low = camera_controls_for({"brightness": -100, "contrast": 0, "saturation": 0, "sharpness": 0}, PI_CONTROLS)
+    high = camera_controls_for({"brightness": 100, "contrast": 200, "saturation": 200, "sharpness": 200}, PI_CONTROLS)
+    assert low == {"Brightness": -1.0, "Contrast": 0.0, "Saturation": 0.0, "Sharpness": 0.0}
+    assert high == {"Brightness": 1.0, "Contrast": 2.0, "Saturation": 2.0, "Sharpness": 16.0}
+    assert camera_controls_for({"brightness": 25, "sharpness": 150}, PI_CONTROLS) == {
+        "Brightness": 0.25, "Sharpness": 8.5}
+
+
+def test_controls_are_clamped_to_a_narrower_advertised_range():
+    narrow = {"Contrast": (0.5, 1.5, 1.0)}
+    assert camera_controls_for({"contrast": 200}, narrow) == {"Contrast": 1.5}
+    assert camera_controls_for({"contrast": 10}, narrow) == {"Contrast": 0.5}
+
+
+def test_controls_the_camera_does_not_advertise_are_left_to_the_pipeline():
+    # libcamera's virtual camera advertises only these two.
+    virtual = {"FaceDetectMode": (0, 1, 0), "FrameDurationLimits": (33333, 33333, 33333)}
+    assert camera_controls_for(NEUTRAL | {"brightness": 50}, virtual) == {}
+    assert hardware_control_names(virtual) == frozenset()
+    assert hardware_control_names(PI_CONTROLS) == {"brightness", "contrast", "saturation", "sharpness"}
+
+
+def test_a_sensor_timestamp_on_the_monotonic_clock_is_used_as_is():
+    now = time.monotonic()
+    assert frame_timestamp(int((now - 0.030) * 1e9), now) == pytest.approx(now - 0.030, abs=1e-6)
+
+
+@pytest.mark.parametrize("offset_s", [-5.0, 3600.0])
+def test_a_sensor_timestamp_on_another_clock_falls_back_to_the_capture_time(offset_s):
+    now = time.monotonic()
+    assert frame_timestamp(int((now + offset_s) * 1e9), now) == now  # future, or hours old
+    assert frame_timestamp(None, now) == now
+
+
+def test_error_messages_carry_the_libcamera_cause():
+    try:
+        try:
+            raise RuntimeError("Failed to acquire camera: Device or resource busy")
+        except RuntimeError as inner:
+            raise RuntimeError("Camera __init__ sequence did not complete.") from inner
+    except RuntimeError as e:
+        assert error_chain(e) == ("Camera __init__ sequence did not complete.: "
+                                  "Failed to acquire camera: Device or resource busy")
