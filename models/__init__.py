@@ -1,0 +1,1 @@
+"""BlurCam models: build and evaluation code (the .tflite files sit beside it)."""
