@@ -119,6 +119,8 @@ def _dispatch(args) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from appliance.memory import tune_allocator
+    tune_allocator()
     try:
         from appliance.service import setup_logging
         setup_logging(args.log_level)
