@@ -212,6 +212,24 @@ def evaluate(path, reference: dict, ev: evalset.EvaluationSet, timing: bool = Tr
     return out
 
 
+QUALITY_BAR = {"mean": 0.97, "min": 0.90, "real": 0.97}
+
+
+def check_quality_bar(r: dict, name: str) -> None:
+    """Refuse to write a model card for an int8 file that misses the bar."""
+    problems = []
+    if r["iou_vs_float_mean"] < QUALITY_BAR["mean"]:
+        problems.append(f"mean IoU {r['iou_vs_float_mean']}")
+    if r["iou_vs_float_min"] < QUALITY_BAR["min"]:
+        problems.append(f"worst IoU {r['iou_vs_float_min']} ({r['worst_frame']})")
+    if min(r["real_photos_iou_vs_float"].values()) < QUALITY_BAR["real"]:
+        problems.append(f"real photos {r['real_photos_iou_vs_float']}")
+    if (r["xnnpack_partitions"], r["xnnpack_whole_graph"]) != (1, True):
+        problems.append("not one whole-graph XNNPACK partition")
+    if problems:
+        raise SystemExit(f"{name} misses the quality bar: " + "; ".join(problems))
+
+
 def noise_floor(float_path, ev: evalset.EvaluationSet) -> dict:
     """IoU of the float model with itself when each pixel gets +-2 levels of noise:
     how stable the reference is, i.e. the best any other variant can hope for."""
@@ -361,6 +379,7 @@ def main(argv: list[str]) -> None:
             for path in (fpath, qpath):
                 results[path.name] = evaluate(path, reference, ev)
                 log(path.name, results[path.name])
+            check_quality_bar(results[qpath.name], qpath.name)
 
             if variant == "general":  # the variants the shipped one was chosen over
                 friendly = work / "general_friendly.tflite"
