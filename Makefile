@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench models image-test clean
+.PHONY: run test bench models image image-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,19 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/blurcam bench
+
+# Re-create models/*.tflite from the mediapipe wheel (its own build venv; not part of `make test`).
+models:
+	./models/build.sh
+
+# The offline SD image from Debian's archive (the production variant needs the Raspberry Pi archive).
+image:
+	./image-build/build.sh --config image-build/fleet.example.toml --variant offline
+
+# Build the offline image and check it (slow: left out of `make test`).
+image-test: $(STAMP)
+	./tools/system-deps.sh
+	BLURCAM_IMAGE_TEST=1 $(PY) -m pytest tests/image
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache
