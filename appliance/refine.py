@@ -77,16 +77,17 @@ def guided_upsample(alpha_low: np.ndarray, luma: np.ndarray, radius: int = 3,
     var_g = cv2.blur(guide * guide, k) - mean_g * mean_g
     a = cov_gp / (var_g + eps)
     b = mean_p - a * mean_g
+    a, b = cv2.blur(a, k), cv2.blur(b, k)
+    # Trust in the guided value: 1 on the edge (alpha 0.25..0.75), falling to 0 where the model is
+    # sure. Blending towards the plain upsampled alpha is folded into the coefficients here, on the
+    # small grid, where trust and alpha are as smooth as their bilinear upsampling anyway.
+    trust = np.clip(2.0 - np.abs(4.0 * p - 2.0), 0.0, 1.0)
+    a *= trust
+    b = trust * b + (1.0 - trust) * p
     if factor > 1:
-        a = cv2.resize(cv2.blur(a, k), (hw, hh), interpolation=cv2.INTER_LINEAR)
-        b = cv2.resize(cv2.blur(b, k), (hw, hh), interpolation=cv2.INTER_LINEAR)
-    else:
-        a, b = cv2.blur(a, k), cv2.blur(b, k)
-    guided = a * luma_half + b
-    plain = cv2.resize(alpha_low, (hw, hh), interpolation=cv2.INTER_LINEAR)
-    # Trust in the guided value: 1 on the edge (alpha 0.25..0.75), falling to 0 where it is sure.
-    trust = np.clip(2.0 - np.abs(4.0 * plain - 2.0), 0.0, 1.0)
-    half = plain + trust * (guided - plain)
+        a = cv2.resize(a, (hw, hh), interpolation=cv2.INTER_LINEAR)
+        b = cv2.resize(b, (hw, hh), interpolation=cv2.INTER_LINEAR)
+    half = a * luma_half + b
     np.clip(half, 0.0, 1.0, out=half)
     full = cv2.resize(half, (w, h), interpolation=cv2.INTER_LINEAR)
     return full, half
