@@ -1,6 +1,6 @@
 """Re-create every model file in models/ from the mediapipe wheel.
 
-    python models/build.py            # run by `make models`, inside models/.build-venv
+    models/build.sh [--study]     # what `make models` runs: models/build.py in models/.build-venv
 
 Steps: download the wheel (pip, by package name and version), check the sha256
 of the two .tflite files in it, rewrite them to builtin float32 ops, quantize
@@ -38,6 +38,8 @@ MEDIAPIPE = "mediapipe==0.10.21"
 # The wheel is platform specific; the .tflite files in it are not (same bytes in
 # 0.10.14 .. 0.10.21). Ask for one fixed wheel so every host downloads the same file.
 WHEEL_PLATFORM = ("manylinux_2_28_x86_64", "311")
+WHEEL = "mediapipe-0.10.21-cp311-cp311-manylinux_2_28_x86_64.whl"
+WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 SOURCES = {
     "general": ("mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
                 "9ee168ec7c8f2a16c56fe8e1cfbc514974cbbb7e434051b455635f1bd1462f5c"),
@@ -64,15 +66,16 @@ def log(*args) -> None:
 
 def fetch_sources() -> dict[str, bytes]:
     CACHE.mkdir(exist_ok=True)
-    wheels = sorted(CACHE.glob("mediapipe-0.10.21-*.whl"))
-    if not wheels:
+    wheel_path = CACHE / WHEEL
+    if not wheel_path.exists():
         platform, pyver = WHEEL_PLATFORM
         subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps",
                         "--only-binary=:all:", "--platform", platform, "--python-version", pyver,
                         "--dest", str(CACHE), MEDIAPIPE], check=True)
-        wheels = sorted(CACHE.glob("mediapipe-0.10.21-*.whl"))
+    if sha256(wheel_path.read_bytes()) != WHEEL_SHA256:
+        raise SystemExit(f"{wheel_path.name}: sha256 differs from {WHEEL_SHA256}")
     out = {}
-    with zipfile.ZipFile(wheels[0]) as wheel:
+    with zipfile.ZipFile(wheel_path) as wheel:
         for variant, (member, digest) in SOURCES.items():
             data = wheel.read(member)
             if sha256(data) != digest:
