@@ -22,9 +22,10 @@ def test_calibration_and_evaluation_share_no_background_and_no_seed():
 
 
 def test_evaluation_set_is_the_same_every_time(general_float, general_eval):
-    again = evalset.evaluation_set(general_float, width=640, height=480)
-    assert digest(again.composites) == digest(general_eval.composites)
-    assert digest(again.hard_composites) == digest(general_eval.hard_composites)
+    # a shorter set draws the same first frames from the same seeded stream
+    again = evalset.evaluation_set(general_float, count=12, hard_count=4, width=640, height=480)
+    assert digest(again.composites) == digest(general_eval.composites[:12])
+    assert digest(again.hard_composites) == digest(general_eval.hard_composites[:4])
 
 
 def test_evaluation_frames_are_webcam_sized_and_show_one_person(general_eval, landscape_eval):
