@@ -1,0 +1,34 @@
+#!/bin/busybox sh
+# /init of the test VM: load modules, mount the host's root over 9p at /host, run the test
+# script there (chroot), power off. Kernel command line: blurcam_script=PATH blurcam_run=DIR.
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for arg in $(cat /proc/cmdline); do
+  case "$arg" in
+    blurcam_script=*) SCRIPT="${arg#blurcam_script=}" ;;
+    blurcam_run=*) RUN="${arg#blurcam_run=}" ;;
+  esac
+done
+for m in virtio_pci 9pnet_virtio 9p configfs libcomposite usb_f_uvc usb_f_ncm uvcvideo \
+         usbip-vudc vhci-hcd; do
+  modprobe "$m" || echo "VMINIT: modprobe $m failed"
+done
+mount -t configfs none /sys/kernel/config
+mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144,cache=loose hostroot /host \
+  || { echo "VMINIT: cannot mount the host root"; poweroff -f; }
+mount --bind /proc /host/proc
+mount --bind /sys /host/sys
+mount --bind /dev /host/dev
+mount -t configfs none /host/sys/kernel/config 2>/dev/null
+# The VM's own scratch space: never the host's /run or /tmp.
+mount -t tmpfs none /host/run
+mount -t tmpfs none /host/tmp
+mount -t devpts none /host/dev/pts 2>/dev/null
+echo "VMINIT: running $SCRIPT"
+chroot /host /bin/sh "$SCRIPT" "$RUN" > "/host$RUN/guest.log" 2>&1
+echo "VMINIT: script exit $?"
+umount /host/tmp /host/run 2>/dev/null
+sync
+poweroff -f
