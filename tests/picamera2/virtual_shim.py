@@ -1,7 +1,8 @@
 """TEST-ONLY glue that lets PyPI picamera2 run on libcamera's virtual camera on a PC.
 
 Never imported by the product. It supplies what only Raspberry Pi OS / Pi hardware has:
-1. `pykms` (Raspberry Pi OS's DRM binding, imported by picamera2's preview code): a stub.
+1. `pykms` (Raspberry Pi OS's DRM binding, imported by picamera2's preview code) and `pidng`
+   (DNG writing, a C build; the rootfs leaves it out): stubs that fail if ever used.
 2. The Raw stream role, which the virtual pipeline rejects: picamera2 asks for it to list sensor
    modes; report the camera's processed modes instead (as picamera2 does for USB cameras).
 3. /dev/dma_heap (absent on a PC): buffers come from memfds, one libcamera plane per format
@@ -16,13 +17,25 @@ import os
 import sys
 import types
 
-if "pykms" not in sys.modules:
+
+class _Unavailable:
+    def __init__(self, *args, **kwargs):
+        raise RuntimeError("not available in the picamera2 test rootfs (virtual_shim stub)")
+
+
+def _stub_module(name: str, **attributes) -> None:
     try:
-        import pykms  # noqa: F401
+        __import__(name)
     except ImportError:
-        stub = types.ModuleType("pykms")
-        stub.PixelFormat = type("PixelFormat", (), {"__getattr__": lambda self, name: name})()
-        sys.modules["pykms"] = stub
+        module = types.ModuleType(name)
+        module.__dict__.update(attributes)
+        sys.modules[name] = module
+
+
+_stub_module("pykms", PixelFormat=type("PixelFormat", (), {"__getattr__": lambda self, name: name})())
+_stub_module("pidng")
+_stub_module("pidng.core", PICAM2DNG=_Unavailable)
+_stub_module("pidng.camdefs", Picamera2Camera=_Unavailable)
 
 import libcamera  # noqa: E402
 import picamera2.picamera2 as picamera2_module  # noqa: E402
