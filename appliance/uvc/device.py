@@ -217,8 +217,12 @@ class UvcServer:
 
     def _on_setup(self, setup: requests.Setup) -> None:
         self._stats["requests"] += 1
-        state = requests.with_values(self._state, self._settings_values())
-        self._state, reply = requests.handle_setup(self.device, state, setup)
+        try:
+            state = requests.with_values(self._state, self._settings_values())
+            self._state, reply = requests.handle_setup(self.device, state, setup)
+        except Exception:  # the host waits for an answer: a stall beats a timeout
+            log.exception("UVC: answering %s", setup)
+            reply = requests.STALL
         if reply.stalled:
             self._stats["stalls"] += 1
             log.debug("UVC: stall %s (error code %s)", setup, self._state.error_code.name)

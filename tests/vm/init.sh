@@ -13,6 +13,7 @@ for arg in $(cat /proc/cmdline); do
 done
 for m in virtio_pci 9pnet_virtio 9p configfs libcomposite usb_f_uvc usb_f_ncm uvcvideo \
          usbip-vudc vhci-hcd; do
+  grep -q "/${m}.ko" /lib/modules/*/modules.builtin 2>/dev/null && continue  # built in
   modprobe "$m" || echo "VMINIT: modprobe $m failed"
 done
 mount -t configfs none /sys/kernel/config

@@ -273,6 +273,17 @@ def _():
     results["daemon_exit"] = daemon.wait(60)
 
 
+@step("usb_networking")
+def _():
+    # Turning the setting on rebuilds the gadget with a second function (NCM) in c.1.
+    from appliance.settings import SettingsStore
+    SettingsStore(STATE, FLEET).update({"usb_networking": True})
+    results["networking_up"] = gadget_cli("up")
+    results["networking_status"] = json.loads(gadget_cli("status")[1])
+    config = Path("/sys/kernel/config/usb_gadget/blurcam/configs/c.1")
+    results["networking_config"] = sorted(p.name for p in config.iterdir() if p.is_symlink())
+
+
 @step("gadget_down")
 def _():
     sh("usbip", "detach", "-p", "00")

@@ -176,6 +176,7 @@ def build_initramfs(modules_dir: Path, version: str, cache: Path = CACHE) -> Pat
                 shutil.copy2(modules_dir / rel, plain)
         lines = [line for line in (modules_dir / "modules.dep").read_text().splitlines()
                  if line.partition(":")[0] in closure]
+        shutil.copy2(modules_dir / "modules.builtin", target / "modules.builtin")
         (target / "modules.dep").write_text("\n".join(lines).replace(".ko.xz", ".ko") + "\n")
         files = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
         with open(out.with_suffix(".tmp"), "wb") as f:
