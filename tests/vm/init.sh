@@ -23,13 +23,13 @@ mount --bind /proc /host/proc
 mount --bind /sys /host/sys
 mount --bind /dev /host/dev
 mount -t configfs none /host/sys/kernel/config 2>/dev/null
-# The VM's own scratch space: never the host's /run or /tmp.
+# The VM's own /run (sockets, pid files): never the host's. /tmp stays the host's, because the
+# checkout under test may live there.
 mount -t tmpfs none /host/run
-mount -t tmpfs none /host/tmp
 mount -t devpts none /host/dev/pts 2>/dev/null
 echo "VMINIT: running $SCRIPT"
 chroot /host /bin/sh "$SCRIPT" "$RUN" > "/host$RUN/guest.log" 2>&1
 echo "VMINIT: script exit $?"
-umount /host/tmp /host/run 2>/dev/null
+umount /host/run 2>/dev/null
 sync
 poweroff -f

@@ -21,7 +21,7 @@ sys.path.insert(0, str(REPO))
 from appliance.control import ControlClient  # noqa: E402
 
 RUN = Path(sys.argv[1])
-STATE = Path("/tmp/blurcam-state")  # the VM's tmpfs: a unix socket cannot live on 9p
+STATE = Path("/run/blurcam-vm-state")  # the VM's own tmpfs: a unix socket cannot live on 9p
 FLEET = RUN / "fleet.toml"
 DUMP = RUN / "dump"
 SOCKET = STATE / "control.sock"
