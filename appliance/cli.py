@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     gadget.add_argument("action", choices=("up", "down", "status"))
     gadget.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
     gadget.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
+    gadget.add_argument("--udc", help="USB device controller to bind (default: the first in /sys/class/udc)")
 
     fleet = sub.add_parser("fleet", help="fleet configuration tools")
     fleet.add_argument("action", choices=("check",))

@@ -386,8 +386,13 @@ def _start_uvc(controller: Controller):
         log.info("no UVC gadget video node: not serving USB (run `blurcam gadget up` on a device with a UDC)")
         return None
     server = UvcServer(controller, node)
+    try:
+        server.start()
+    except (OSError, RuntimeError, ValueError) as exc:
+        # A broken gadget must not take the settings page (and the way to fix it) down too.
+        log.error("cannot serve the UVC gadget at %s: %s", node, exc)
+        return None
     controller.uvc = server
-    server.start()
     log.info("UVC userspace serving %s", node)
     return server
 
