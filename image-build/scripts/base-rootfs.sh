@@ -8,7 +8,7 @@ require_root "building the arm64 rootfs"
 lists=("$IMAGE_BUILD_DIR/packages/common.txt" "$IMAGE_BUILD_DIR/packages/offline.txt")
 key=$(hash_files "${lists[@]}" "$0" <(echo "$SUITE"))
 tarball="$CACHE_DIR/rootfs-$SUITE-arm64-$key.tar"
-if [ -s "$tarball" ]; then
+if [ -f "$tarball" ]; then
   log "base rootfs: cached ($tarball)"
   echo "$tarball"; exit 0
 fi
@@ -27,8 +27,8 @@ mmdebstrap --architectures=arm64 --variant=apt --components=main \
   --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
   --include="$(package_list "${lists[@]}" | paste -sd,)" \
   --customize-hook='rm -f "$1"/etc/ssh/ssh_host_*' \
-  "$SUITE" "$tarball.partial" "deb $mirror $SUITE main" >&2
-mv "$tarball.partial" "$tarball"
+  "$SUITE" "${tarball%.tar}.partial.tar" "deb $mirror $SUITE main" >&2
+mv "${tarball%.tar}.partial.tar" "$tarball"
 find "$CACHE_DIR" -maxdepth 1 -name "rootfs-$SUITE-arm64-*.tar" ! -name "$(basename "$tarball")" -delete
 log "base rootfs: built in $(( $(date +%s) - start )) s"
 echo "$tarball"

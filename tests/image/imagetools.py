@@ -107,3 +107,20 @@ def missing_tools(tools: list[str]) -> list[str]:
 
 def is_root() -> bool:
     return os.geteuid() == 0
+
+
+BUILD_TOOLS = ["mmdebstrap", "genimage", "qemu-aarch64-static", "sfdisk", "mkfs.vfat", "mcopy",
+               "mke2fs", "unshare", "unzip"]
+
+
+def image_test_marks(extra_tools: tuple[str, ...] = ()) -> list:
+    """Marks for tests that need the built image: opt-in (slow), root, and the build tools."""
+    import pytest
+    missing = missing_tools(BUILD_TOOLS + list(extra_tools))
+    return [
+        pytest.mark.rootfs,
+        pytest.mark.skipif(os.environ.get("BLURCAM_IMAGE_TEST") != "1",
+                           reason="builds the SD image (~15 min cold): run `make image-test`"),
+        pytest.mark.skipif(not is_root(), reason="building and loop-mounting the image needs root"),
+        pytest.mark.skipif(bool(missing), reason=f"missing {missing}: run tools/system-deps.sh as root"),
+    ]

@@ -18,36 +18,13 @@ from pathlib import Path
 import pytest
 
 import appliance
-from imagetools import (ext4_label, fat32_label, in_chroot, is_root, missing_tools, mounted,
-                        partition_table, writable_root)
+from imagetools import (ext4_label, fat32_label, image_test_marks, in_chroot, mounted, partition_table,
+                        writable_root)
 
 ROOT = Path(__file__).resolve().parents[2]
-BUILD = ROOT / "image-build" / "build.sh"
-EXAMPLE = ROOT / "image-build" / "fleet.example.toml"
 SERIAL = "10000000c0ffee42"
-TOOLS = ["mmdebstrap", "genimage", "qemu-aarch64-static", "sfdisk", "mkfs.vfat", "mke2fs", "unshare"]
 
-pytestmark = [
-    pytest.mark.rootfs,
-    pytest.mark.skipif(os.environ.get("BLURCAM_IMAGE_TEST") != "1",
-                       reason="builds the SD image (~15 min cold): run `make image-test`"),
-    pytest.mark.skipif(not is_root(), reason="building and loop-mounting the image needs root"),
-    pytest.mark.skipif(bool(missing_tools(TOOLS)),
-                       reason=f"missing {missing_tools(TOOLS)}: run tools/system-deps.sh as root"),
-]
-
-
-@pytest.fixture(scope="module")
-def image(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("image-out")
-    log = out / "build.log"
-    with open(log, "w") as f:
-        rc = subprocess.run([str(BUILD), "--variant", "offline", "--config", str(EXAMPLE), "--out", str(out)],
-                            stdout=f, stderr=subprocess.STDOUT).returncode
-    text = log.read_text()
-    print(text[-3000:])
-    assert rc == 0, f"image build failed:\n{text[-6000:]}"
-    return out / "blurcam-offline.img"
+pytestmark = image_test_marks()
 
 
 @pytest.fixture(scope="module")
