@@ -298,7 +298,7 @@ def default_control_socket(state_dir: Path | None) -> Path:
 def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_socket: Path,
                web_listen: str | None = None) -> int:
     """`blurcam run`: serve until SIGTERM/SIGINT. Returns the exit code."""
-    from appliance.control import ControlServer
+    from appliance.control import ControlError, ControlServer
     from appliance.service import Notifier
 
     notifier = Notifier()
@@ -327,7 +327,12 @@ def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_so
             return 2
         raise
     control = ControlServer(controller, control_socket)
-    control.start()
+    try:
+        control.start()
+    except (ControlError, OSError) as exc:  # e.g. another daemon already owns the socket
+        log.error("cannot start: %s", exc)
+        controller.close()
+        return 2
     uvc = _start_uvc(controller)
     web = _start_web(web_listen, control_socket, state_dir) if web_listen else None
 
