@@ -15,6 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SECTOR = 512
+# qemu-user shows arm64 programs the build machine's x86 /proc/cpuinfo, which crashes XNNPACK's
+# CPU detection; a Pi's own file (and its CPU, QEMU_CPU) makes the chroot look like the device.
+PI_CPUINFO = Path(__file__).with_name("pi-zero-2-w-cpuinfo.txt")
+PI_SERIAL = "10000000c0ffee42"  # the Serial line of PI_CPUINFO
+PI_CPU = "cortex-a53"  # Zero 2 W; the Pi 4 (A72) and 5 (A76) run the same ARMv8 code and more
 
 
 @dataclass(frozen=True)
@@ -68,6 +73,14 @@ def mounted(image: Path, part: Partition, where: Path, fstype: str):
         subprocess.run(["umount", str(where)], check=False)
 
 
+def copy_fat_files(image: Path, part: Partition, dest: Path) -> Path:
+    """Copy a FAT partition's files out with mtools (no vfat kernel module needed)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    run(["mcopy", "-s", "-n", "-m", "-i", f"{image}@@{part.start}", "::/*", str(dest)],
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    return dest
+
+
 @contextmanager
 def writable_root(image: Path, root: Partition, boot: Partition, work: Path):
     """The image's root partition (read-only) under a throw-away overlay, with /proc, /sys, /dev
@@ -75,9 +88,7 @@ def writable_root(image: Path, root: Partition, boot: Partition, work: Path):
     Writes land in `work`, never in the image."""
     with ExitStack() as stack:
         lower = stack.enter_context(mounted(image, root, work / "lower", "ext4"))
-        boot_ro = stack.enter_context(mounted(image, boot, work / "boot-ro", "vfat"))
-        boot_copy = work / "boot"
-        shutil.copytree(boot_ro, boot_copy, dirs_exist_ok=True)
+        boot_copy = copy_fat_files(image, boot, work / "boot")
         for d in ("upper", "ovwork", "merged"):
             (work / d).mkdir(exist_ok=True)
         merged = work / "merged"
@@ -85,6 +96,7 @@ def writable_root(image: Path, root: Partition, boot: Partition, work: Path):
              f"lowerdir={lower},upperdir={work / 'upper'},workdir={work / 'ovwork'}", str(merged)])
         stack.callback(subprocess.run, ["umount", "-R", str(merged)], check=False)
         run(["mount", "-t", "proc", "proc", str(merged / "proc")])
+        run(["mount", "--bind", str(PI_CPUINFO), str(merged / "proc/cpuinfo")])
         run(["mount", "--rbind", "/sys", str(merged / "sys")])
         run(["mount", "--make-rslave", str(merged / "sys")])
         run(["mount", "--rbind", "/dev", str(merged / "dev")])
@@ -94,9 +106,9 @@ def writable_root(image: Path, root: Partition, boot: Partition, work: Path):
 
 
 def in_chroot(root: Path, command: str, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run a shell command inside `root` (arm64, through qemu-user), in its own UTS namespace so
-    that setting the hostname leaves the build machine's alone."""
-    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root"}
+    """Run a shell command inside `root` (arm64, through qemu-user emulating a Pi's CPU), in its own
+    UTS namespace so that setting the hostname leaves the build machine's alone."""
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8", "HOME": "/root", "QEMU_CPU": PI_CPU}
     return subprocess.run(["unshare", "--uts", "chroot", str(root), "/bin/sh", "-c", command],
                           capture_output=True, text=True, timeout=timeout, env=env)
 

@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imagetools import image_test_marks, mounted, partition_table
+from imagetools import copy_fat_files, image_test_marks, partition_table
 
 QEMU = "qemu-system-aarch64"
 BOOT_TIMEOUT_S = 900  # TCG emulation of 2 arm64 cores on a 2-core x86 machine is slow
@@ -68,9 +68,9 @@ class Vm:
 def vm(image, tmp_path_factory):
     work = tmp_path_factory.mktemp("vm")
     _, _, parts = partition_table(image)
-    with mounted(image, parts[0], work / "boot", "vfat") as boot:
-        for name in ("vmlinuz", "initrd.img", "cmdline.txt"):
-            shutil.copy(boot / name, work / name)
+    boot = copy_fat_files(image, parts[0], work / "boot")
+    for name in ("vmlinuz", "initrd.img", "cmdline.txt"):
+        shutil.copy(boot / name, work / name)
     cmdline = (work / "cmdline.txt").read_text().strip()
     port, console = free_port(), work / "console.log"
     qemu = subprocess.Popen(
