@@ -1,0 +1,22 @@
+"""`blurcam bench --json`: the numbers speed is tracked by (their values are not judged here)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def test_bench_json_reports_every_stage_fps_and_peak_rss_per_size():
+    result = subprocess.run([sys.executable, "-m", "appliance", "bench", "--json", "--size", "320x240",
+                             "--size", "640x480", "--frames", "6", "--seconds", "0.5"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert set(report["sizes"]) == {"320x240", "640x480"}
+    for numbers in report["sizes"].values():
+        assert set(numbers["ms"]) == {"capture", "preprocess", "inference", "refine", "composite", "encode"}
+        assert all(v > 0 for v in numbers["ms"].values())
+        assert numbers["total_ms"] > 0 and numbers["total_cpu_ms"] > 0
+        assert numbers["fps_threaded"] > 0
+    assert report["peak_rss_mb"] > 50
