@@ -132,7 +132,7 @@ def image_test_marks(extra_tools: tuple[str, ...] = ()) -> list:
     return [
         pytest.mark.rootfs,
         pytest.mark.skipif(os.environ.get("BLURCAM_IMAGE_TEST") != "1",
-                           reason="builds the SD image (~15 min cold): run `make image-test`"),
+                           reason="builds and boots the SD image (cold ~75 min, warm ~10 min): run `make image-test`"),
         pytest.mark.skipif(not is_root(), reason="building and loop-mounting the image needs root"),
         pytest.mark.skipif(bool(missing), reason=f"missing {missing}: run tools/system-deps.sh as root"),
     ]

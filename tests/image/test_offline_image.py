@@ -2,8 +2,8 @@
 then checked in the image file itself (partitions, filesystems, boot config, units, models) and
 run under qemu-aarch64 (blurcam --version, the pipeline self-test, first-boot provisioning).
 
-Slow (a cold build is ~15 min on 2 cores; warm, with an unchanged recipe, ~1 min), so only with
-BLURCAM_IMAGE_TEST=1 (`make image-test`). Needs root, loop mounts and the packages in
+Slow (cold caches: ~70 min for the Debian base under qemu-user on a busy 2-core machine, then
+~5 min per image; these checks ~5 min), so only with BLURCAM_IMAGE_TEST=1 (`make image-test`). Needs root, loop mounts and the packages in
 tools/apt-packages/image.txt.
 """
 
