@@ -78,6 +78,7 @@ class Controller:
         self._stream_format: StreamFormat | None = None
         self._started = time.monotonic()
         self._last_error = ""
+        self._restart_mode, self._restart_at, self._restart_delay = "", 0.0, 0.0
         self.uvc = None  # the UvcServer, when this machine has a UDC
         self.pipeline = FramePipeline(self.settings.current, self._load_background(self.settings.current))
         self.settings.subscribe(self._on_settings_changed)
@@ -150,6 +151,9 @@ class Controller:
             runner.start()
         except SourceError as exc:
             self._last_error = str(exc)
+            self._restart_delay = min(30.0, max(1.0, self._restart_delay * 2))
+            self._restart_at = time.monotonic() + self._restart_delay
+            self._source = None
             raise
         self._runner, self._slot, self._mode = runner, slot, mode
         self._last_error = ""
@@ -189,6 +193,9 @@ class Controller:
         with self._lock:
             self._preview_until = time.monotonic() + PREVIEW_SECONDS
             if self._mode == "idle":
+                wait = self._restart_at - time.monotonic()
+                if wait > 0:  # the camera just failed: do not hammer it from every page refresh
+                    raise SourceError(f"camera unavailable ({self._last_error}); retrying in {wait:.0f} s")
                 self._run(PREVIEW_FORMAT, "preview")
             runner = self._runner
         deadline = time.monotonic() + 5.0
@@ -208,14 +215,26 @@ class Controller:
             runner = self._runner
             if runner is not None and runner.error is not None:
                 self._last_error = str(runner.error)
-                fmt, mode = runner.fmt, self._mode
+                self._restart_mode = self._mode
                 self._halt()
                 self._source = None  # reopen the device from scratch
-                if mode == "streaming":
-                    try:
-                        self._run(fmt, mode)
-                    except (SourceError, OSError) as exc:
-                        log.error("cannot restart the pipeline: %s", exc)
+                # Back off: a camera that keeps failing is retried ever more slowly (1 s .. 30 s).
+                self._restart_delay = min(30.0, max(1.0, self._restart_delay * 2))
+                self._restart_at = time.monotonic() + self._restart_delay
+                log.error("pipeline failed (%s); retrying in %.0f s", self._last_error, self._restart_delay)
+            if (self._restart_mode == "streaming" and self._runner is None
+                    and self._stream_format is not None and time.monotonic() >= self._restart_at):
+                self._restart_mode = ""
+                try:
+                    self._run(self._stream_format, "streaming")
+                except (SourceError, OSError) as exc:
+                    self._last_error = str(exc)
+                    self._restart_mode = "streaming"
+                    self._restart_delay = min(30.0, self._restart_delay * 2)
+                    self._restart_at = time.monotonic() + self._restart_delay
+                    log.error("cannot restart the pipeline: %s; retrying in %.0f s", exc, self._restart_delay)
+            elif self._runner is not None and self._runner.frames_out > 0:
+                self._restart_delay = 0.0  # healthy again
 
     def healthy(self, stale_after: float = HEARTBEAT_STALE) -> bool:
         """True while every running worker has shown signs of life within `stale_after` s."""
@@ -230,7 +249,7 @@ class Controller:
         runner = self._runner
         out = {
             "state": self._mode,
-            "fps": round(runner.fps, 1) if runner else 0.0,
+            "fps": round(runner.current_fps(), 1) if runner else 0.0,
             "inference_ms": round(runner.inference_ms, 2) if runner else None,
             "frame_ms": round(runner.frame_ms, 2) if runner else None,
             "latency_ms": round(runner.latency_ms, 1) if runner else None,

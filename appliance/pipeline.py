@@ -175,6 +175,7 @@ class ThreadedPipeline:
         self.inference_ms = 0.0
         self.frame_ms = 0.0
         self.latency_ms = 0.0
+        self.last_output_at = 0.0  # time.monotonic() of the newest frame out
         self.latest: Processed | None = None
 
     def start(self) -> None:
@@ -199,6 +200,10 @@ class ThreadedPipeline:
     @property
     def running(self) -> bool:
         return self._running.is_set() and self.error is None
+
+    def current_fps(self, stale_after: float = 1.0) -> float:
+        """The output rate, or 0 once no frame has left for `stale_after` seconds (a stall)."""
+        return self.fps if time.monotonic() - self.last_output_at < stale_after else 0.0
 
     def _guard(self, name: str) -> None:
         try:
@@ -273,6 +278,7 @@ class ThreadedPipeline:
             self.slot.put(encoder.encode(out))
             self.latest = Processed(frame, out, alpha)
             now = time.monotonic()
+            self.last_output_at = now
             self.frames_out += 1
             dt = now - last_out
             last_out = now

@@ -21,15 +21,24 @@ class V4L2Source:
     def start(self, width: int, height: int, fps: float, lores_size: tuple[int, int]) -> None:
         if not os.path.exists(self.device):
             raise SourceError(f"V4L2 device {self.device} does not exist")
-        cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
-        if not cap.isOpened():
-            raise SourceError(f"cannot open V4L2 device {self.device} (busy, or not a capture device)")
-        cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter_fourcc(*"MJPG"))
+        cap = self._open()
+        # Most USB webcams reach 720p30 only in MJPEG; a device without it (e.g. vivid) is
+        # reopened with its own default format rather than left half-configured.
+        mjpg = cv2.VideoWriter_fourcc(*"MJPG")
+        if not cap.set(cv2.CAP_PROP_FOURCC, mjpg) or int(cap.get(cv2.CAP_PROP_FOURCC)) != mjpg:
+            cap.release()
+            cap = self._open()
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         cap.set(cv2.CAP_PROP_FPS, fps)
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 2)  # stale frames add latency
         self._cap, self._size, self._lores_size = cap, (width, height), lores_size
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(self.device, cv2.CAP_V4L2)
+        if not cap.isOpened():
+            raise SourceError(f"cannot open V4L2 device {self.device} (busy, or not a capture device)")
+        return cap
 
     def read(self) -> Frame:
         if self._cap is None:
