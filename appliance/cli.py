@@ -65,9 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     gadget.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
     gadget.add_argument("--udc", help="USB device controller to bind (default: the first in /sys/class/udc)")
 
-    fleet = sub.add_parser("fleet", help="fleet configuration tools")
-    fleet.add_argument("action", choices=("check",))
-    fleet.add_argument("file", type=Path)
+    fleet = sub.add_parser("fleet", help="fleet configuration: check FILE [--override], hash-password",
+                           add_help=False)
+    fleet.add_argument("fleet_args", nargs=argparse.REMAINDER)
     return parser
 
 
@@ -114,12 +114,17 @@ def _dispatch(args) -> int:
         return gadget_main(args)
     if args.command == "fleet":
         from appliance.fleet import main as fleet_main
-        return fleet_main(args)
+        return fleet_main(args.fleet_args)
     raise AssertionError(args.command)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "fleet":  # its own parser takes the rest (including --help)
+        args.fleet_args = extra + args.fleet_args
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from appliance.memory import tune_allocator
     tune_allocator()
     try:

@@ -86,7 +86,7 @@ class Usb(_Table):
     vendor_id: int = 0x1D6B  # Linux Foundation; set your own vendor id for a product you sell
     product_id: int = 0x0104  # "Multifunction Composite Gadget"
     manufacturer: str = "BlurCam"
-    product: str = "BlurCam Webcam"
+    product: str = "BlurCam"
     serial_number: str | None = None
 
     _ids = field_validator("vendor_id", "product_id", mode="before")(_usb_id)

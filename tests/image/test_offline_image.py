@@ -194,7 +194,7 @@ def test_a_bad_card_override_is_not_applied_and_the_reason_is_left_on_the_card(r
     note = (rootfs / "boot/firmware/blurcam-error.txt").read_text()
     assert "usb.vendor_id" in note and "0x1d6b" in note
     cfg = tomllib.loads((rootfs / "etc/blurcam/fleet.toml").read_text())
-    assert cfg["usb"]["vendor_id"] == 0x1D6B and cfg["usb"]["product"] == "BlurCam Webcam"
+    assert cfg["usb"]["vendor_id"] == 0x1D6B and cfg["usb"]["product"] == "BlurCam"
     # Fixing the card clears the note on the next boot.
     assert provision(rootfs, None).returncode == 0
     assert not (rootfs / "boot/firmware/blurcam-error.txt").exists()
