@@ -27,8 +27,15 @@ mount -t tmpfs -o mode=0755 upper /upper
 mkdir -p /upper/data /upper/work
 mount -t overlay overlay -o lowerdir=/lower,upperdir=/upper/data,workdir=/upper/work /newroot \
   || fail "cannot mount the overlay root"
-# Its own /tmp: systemd-tmpfiles would otherwise walk the host's /tmp over 9p at boot.
+# Its own /tmp: systemd-tmpfiles would otherwise walk the host's /tmp over 9p at boot. A checkout
+# under /tmp (a fresh clone) stays visible: its overlay view is kept and put back on the new /tmp.
+case "$REPO" in /tmp/*) mkdir -p /keep-tmp; mount --bind /newroot/tmp /keep-tmp ;; esac
 mount -t tmpfs -o mode=1777 tmp /newroot/tmp
+case "$REPO" in
+  /tmp/*) mkdir -p "/newroot$REPO"
+          mount --bind "/keep-tmp${REPO#/tmp}" "/newroot$REPO" || fail "cannot keep the checkout $REPO" ;;
+esac
+mkdir -p "/newroot$RUN"
 mount --bind "/lower$RUN" "/newroot$RUN" || fail "no run dir $RUN"
 # The VM kernel's modules, for modprobe and udev inside the booted system.
 VERSION=$(uname -r)
