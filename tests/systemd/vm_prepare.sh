@@ -28,6 +28,14 @@ printf '#!/opt/blurcam/venv/bin/python\nimport sys\nfrom appliance.cli import ma
   > /opt/blurcam/venv/bin/blurcam
 chmod 755 /opt/blurcam/venv/bin/blurcam
 "$REPO/systemd/install.sh" /
+# A checkout under /tmp (a fresh clone) would be hidden by the services' PrivateTmp=: show it
+# to them read-only, the way the image shows them /opt/blurcam.
+case "$REPO" in /tmp/*)
+  for unit in blurcam blurcam-web blurcam-gadget; do
+    mkdir -p "/etc/systemd/system/$unit.service.d"
+    printf '[Service]\nBindReadOnlyPaths=%s\n' "$REPO" > "/etc/systemd/system/$unit.service.d/vm-checkout.conf"
+  done ;;
+esac
 
 # A V4L2 camera for the sandboxed pipeline (the Pi camera's stand-in). The UDC (usbip-vudc) is
 # deliberately not loaded: the test loads it late, as a slow dwc2 probe would.
