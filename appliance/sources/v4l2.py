@@ -21,13 +21,16 @@ class V4L2Source:
     def start(self, width: int, height: int, fps: float, lores_size: tuple[int, int]) -> None:
         if not os.path.exists(self.device):
             raise SourceError(f"V4L2 device {self.device} does not exist")
-        cap = self._open()
-        # Most USB webcams reach 720p30 only in MJPEG; a device without it (e.g. vivid) is
-        # reopened with its own default format rather than left half-configured.
-        mjpg = cv2.VideoWriter_fourcc(*"MJPG")
-        if not cap.set(cv2.CAP_PROP_FOURCC, mjpg) or int(cap.get(cv2.CAP_PROP_FOURCC)) != mjpg:
-            cap.release()
+        # Most USB webcams reach 720p30 only in MJPEG; a device without it (e.g. vivid) gets
+        # YUYV, which every UVC camera has; a device refusing both is reopened as it comes.
+        for fourcc in ("MJPG", "YUYV", None):
             cap = self._open()
+            if fourcc is None:
+                break
+            code = cv2.VideoWriter_fourcc(*fourcc)
+            if cap.set(cv2.CAP_PROP_FOURCC, code) and int(cap.get(cv2.CAP_PROP_FOURCC)) == code:
+                break
+            cap.release()
         cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
         cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
         cap.set(cv2.CAP_PROP_FPS, fps)
@@ -46,6 +49,10 @@ class V4L2Source:
         ok, bgr = self._cap.read()
         if not ok:
             raise SourceError(f"V4L2 device {self.device} stopped delivering frames")
+        if bgr.ndim != 3 or bgr.shape[2] != 3 or min(bgr.shape[:2]) < 16:
+            # OpenCV hands out the raw buffer for pixel formats it cannot convert.
+            raise SourceError(f"V4L2 device {self.device} delivers a pixel format OpenCV cannot "
+                              f"decode (frame shape {bgr.shape})")
         rgb = fit_cover(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), *self._size)
         self._seq += 1
         return frame_from_rgb(rgb, self._lores_size, time.monotonic(), self._seq)
