@@ -117,12 +117,7 @@ def test_the_settings_page_answers_and_reaches_the_sandboxed_pipeline(vm_results
     assert status["body"]["state"] == "idle" and status["body"]["version"]
 
 
-V4L2_ON_VIVID = ("known bug outside systemd/: the V4L2 source opens vivid's /dev/video0 (the device "
-                 "ACL lets it) but its capture thread fails with an OpenCV allocation of 268 GB; "
-                 "each preview request then restarts and fails the pipeline again")
 
-
-@pytest.mark.xfail(reason=V4L2_ON_VIVID, strict=False)
 def test_the_sandboxed_pipeline_opens_the_camera_and_serves_a_preview(vm_results):
     preview = vm_results["preview"]
     assert preview["code"] == 200 and preview["jpeg"] and preview["bytes"] > 1000, preview
@@ -156,7 +151,6 @@ def test_the_journal_gets_levels(vm_results):
     assert 6 in priorities and (3 in priorities or 4 in priorities)  # info and errors/warnings
 
 
-@pytest.mark.xfail(reason=V4L2_ON_VIVID + " (three lines per retry)", strict=False)
 def test_the_journal_gets_no_line_per_frame(vm_results):
     journal = vm_results["journal"]
     # Minutes of running, a preview at several fps and two restarts: a few dozen lines at most.
