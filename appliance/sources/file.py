@@ -57,30 +57,18 @@ class FileSource:
             raise SourceError(f"input file {self.path} does not exist")
         if is_image_path(self.path):
             self._image = read_image(self.path)
+            self.native_size = (self._image.shape[1], self._image.shape[0])
+            self.native_fps = 30.0
         else:
+            # One probe answers everything: readable at all, its size and its frame rate.
             probe = cv2.VideoCapture(str(self.path))
             ok = probe.isOpened() and probe.read()[0]
+            self.native_size = (int(probe.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                                int(probe.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+            self.native_fps = probe.get(cv2.CAP_PROP_FPS) or 30.0
             probe.release()
             if not ok:
                 raise SourceError(f"{self.path} is not a readable image or video")
-
-    @property
-    def native_size(self) -> tuple[int, int]:
-        if self._image is not None:
-            return self._image.shape[1], self._image.shape[0]
-        cap = cv2.VideoCapture(str(self.path))
-        size = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-        cap.release()
-        return size
-
-    @property
-    def native_fps(self) -> float:
-        if self._image is not None:
-            return 30.0
-        cap = cv2.VideoCapture(str(self.path))
-        fps = cap.get(cv2.CAP_PROP_FPS) or 30.0
-        cap.release()
-        return fps
 
     def start(self, width: int, height: int, fps: float, lores_size: tuple[int, int]) -> None:
         self._size, self._lores_size = (width, height), lores_size
