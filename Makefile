@@ -35,7 +35,7 @@ image:
 # Build the offline image and check it (slow: left out of `make test`).
 image-test: $(STAMP)
 	./tools/system-deps.sh
-	BLURCAM_IMAGE_TEST=1 $(PY) -m pytest tests/image
+	BLURCAM_IMAGE_TEST=1 $(PY) -m pytest tests/image_build
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from appliance.control import ControlClient
-from notify_socket import Message, NotifySocket
+from tests.support.systemd.notify_socket import Message, NotifySocket
 
 WATCHDOG_USEC = 2_000_000
 WATCHDOG_S = WATCHDOG_USEC / 1e6

@@ -1,6 +1,6 @@
 """Boot a VM with systemd as PID 1 on this machine's own root and watch the appliance run.
 
-The kernel and its initramfs come from tests/vm's harness; this test appends its own /init
+The kernel and its initramfs come from tests/support/vm's harness; this test appends its own /init
 (vm_init.sh) that overlays a tmpfs on the 9p root, installs the units with systemd/install.sh
 exactly as the image build does, and hands over to systemd. Inside, vm_check.py (a oneshot unit)
 logs in to the settings page, kills the pipeline, plugs in a UDC late and records what systemd
@@ -13,16 +13,16 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
 
+from tests.support.vm import vmlib  # the UVC VM harness: kernel download, base initramfs
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
-sys.path.insert(0, str(REPO / "tests" / "vm"))
-import vmlib  # noqa: E402  (the UVC VM harness: kernel download, base initramfs)
+SUPPORT = REPO / "tests" / "support" / "systemd"
 
 pytestmark = pytest.mark.vm
 BOOT_TIMEOUT_S = 1500
@@ -40,15 +40,15 @@ def udev_package() -> Path:
 
 
 def build_initrd(base: Path, modules_dir: Path, version: str) -> Path:
-    """tests/vm's initramfs with this test's /init and the overlay module appended: the kernel
+    """tests/support/vm's initramfs with this test's /init and the overlay module appended: the kernel
     unpacks concatenated cpio archives in order, later files replacing earlier ones."""
     out = vmlib.CACHE / f"initramfs-systemd-{version}.cpio"
-    inputs = (base, HERE / "vm_init.sh")
+    inputs = (base, SUPPORT / "vm_init.sh")
     if out.exists() and all(out.stat().st_mtime >= p.stat().st_mtime for p in inputs):
         return out
     with tempfile.TemporaryDirectory(dir=vmlib.CACHE) as tmp:
         root = Path(tmp)
-        shutil.copy2(HERE / "vm_init.sh", root / "init")
+        shutil.copy2(SUPPORT / "vm_init.sh", root / "init")
         (root / "init").chmod(0o755)
         shutil.copy2(modules_dir / "kernel/fs/overlayfs/overlay.ko", root / "overlay.ko")
         extra = subprocess.run(["cpio", "--quiet", "-o", "-H", "newc"], cwd=root, input=b"init\noverlay.ko\n",

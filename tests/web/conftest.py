@@ -1,20 +1,11 @@
-"""Fixtures: a ControllerDouble served on a real control socket, and the web app in front of it."""
+"""Fixtures: the web app in front of the control-socket daemon fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
-import shutil
-import sys
-import tempfile
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from appliance.control import ControlServer  # noqa: E402
-from controller_double import ControllerDouble  # noqa: E402
-from web import create_app  # noqa: E402
-from web.auth import LoginThrottle  # noqa: E402
+from web import create_app
+from web.auth import LoginThrottle
 
 PASSWORD = "correct horse battery"
 
@@ -27,27 +18,6 @@ class FakeClock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-def short_dir():
-    # Unix socket paths are limited to 107 bytes; pytest's tmp_path can be longer.
-    path = Path(tempfile.mkdtemp(prefix="bc-"))
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
-
-
-@pytest.fixture
-def controller(tmp_path) -> ControllerDouble:
-    return ControllerDouble(tmp_path / "daemon")
-
-
-@pytest.fixture
-def daemon(controller, short_dir):
-    server = ControlServer(controller, short_dir / "control.sock")
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import re
 import pytest
 from werkzeug.security import generate_password_hash
 
-from conftest import PASSWORD, log_in
+from tests.web.conftest import PASSWORD, log_in
 from web import create_app
 from web.auth import PASSWORD_FILE, LoginThrottle
 

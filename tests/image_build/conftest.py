@@ -1,4 +1,4 @@
-"""The offline image, built once per test session for tests/image (see test_offline_image.py)."""
+"""The offline image, built once per test session for tests/image_build (see test_offline_image.py)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ import subprocess
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
+REPO = HERE.parents[2]
 CACHE = REPO / "tests" / ".cache"
 RECIPE = (HERE / "build_rootfs.sh", HERE / "requirements.txt")
 VIRTUAL_YAML = "usr/share/libcamera/pipeline/virtual/virtual.yaml"

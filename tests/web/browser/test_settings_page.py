@@ -12,13 +12,13 @@ import cv2
 import numpy as np
 import pytest
 
-from conftest import PASSWORD, Service, free_port, wait_for_http
+from tests.web.browser.conftest import PASSWORD, Service, free_port, wait_for_http
 
 pytestmark = pytest.mark.browser
 
 # The README's picture is refreshed on request only (BLURCAM_UPDATE_SCREENSHOT=1), so that a test
 # run on a machine with odd fonts does not rewrite a committed file; otherwise it goes to the cache.
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 SCREENSHOT = (ROOT / "docs" / "screenshot.png" if os.environ.get("BLURCAM_UPDATE_SCREENSHOT") == "1"
               else ROOT / "tests" / ".cache" / "screenshot.png")
 SCREENSHOT_LIMIT = 300 * 1024

@@ -16,9 +16,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 CACHE = REPO / "tests" / ".cache" / "vm"
-INIT = Path(__file__).with_name("init.sh")
+HERE = Path(__file__).resolve().parent
+INIT = HERE / "init.sh"
 KERNEL_META_PACKAGE = "linux-image-amd64"
 # Everything the UVC test loads, dependencies are added from modules.dep.
 MODULES = ("virtio_pci", "9pnet_virtio", "9p", "configfs", "libcomposite", "usb_f_uvc",

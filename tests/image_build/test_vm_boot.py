@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 import pytest
 
-from imagetools import copy_fat_files, image_test_marks, partition_table
+from tests.image_build.imagetools import copy_fat_files, image_test_marks, partition_table
 
 QEMU = "qemu-system-aarch64"
 BOOT_TIMEOUT_S = 900  # TCG emulation of 2 arm64 cores on a 2-core x86 machine is slow

@@ -22,8 +22,7 @@ import pytest
 from appliance.settings import Settings
 from appliance.uvc.formats import fps_from_interval, offered_formats
 
-sys.path.insert(0, str(Path(__file__).parent))
-import vmlib  # noqa: E402
+from tests.support.vm import vmlib
 
 pytestmark = pytest.mark.vm
 
@@ -52,7 +51,7 @@ def vm() -> dict:
     run_dir.mkdir(parents=True)
     script = run_dir / "guest.sh"
     script.write_text(f'#!/bin/sh\ncd {vmlib.REPO}\nexec {sys.executable} '
-                      f'{Path(__file__).with_name("uvc_guest.py")} "$1"\n')
+                      f'{vmlib.HERE / "uvc_guest.py"} "$1"\n')
     started = time.monotonic()
     vmlib.run_vm(script, run_dir)
     elapsed = time.monotonic() - started

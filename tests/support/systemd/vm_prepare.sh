@@ -57,7 +57,7 @@ FailureAction=poweroff-force
 
 [Service]
 Type=oneshot
-ExecStart=$REPO/.venv/bin/python $REPO/tests/systemd/vm_check.py $RUN
+ExecStart=$REPO/.venv/bin/python $REPO/tests/support/systemd/vm_check.py $RUN
 StandardOutput=journal+console
 TimeoutStartSec=900
 

@@ -1,6 +1,6 @@
 #!/bin/busybox sh
 # /init for booting the host's own root file system with systemd as PID 1 (tests/systemd).
-# Appended to tests/vm's initramfs, whose modules it uses. The host's / (9p) is the lower layer
+# Appended to tests/support/vm's initramfs, whose modules it uses. The host's / (9p) is the lower layer
 # of an overlay with a tmpfs on top, so the VM may install, enable and write anything while the
 # host stays untouched; only the run directory is the host's own (results come back there).
 # Kernel command line: blurcam_run=DIR blurcam_repo=DIR blurcam_modules=DIR blurcam_udev=DEB
@@ -45,7 +45,7 @@ mount --bind "/lower$MODULES" "/newroot/usr/lib/modules/$VERSION" || fail "no mo
 mount --bind /proc /newroot/proc
 mount --bind /sys /newroot/sys
 mount --bind /dev /newroot/dev
-chroot /newroot /bin/sh "$REPO/tests/systemd/vm_prepare.sh" "$REPO" "$RUN" "$UDEV_DEB" > "/newroot$RUN/prepare.log" 2>&1 \
+chroot /newroot /bin/sh "$REPO/tests/support/systemd/vm_prepare.sh" "$REPO" "$RUN" "$UDEV_DEB" > "/newroot$RUN/prepare.log" 2>&1 \
   || fail "vm_prepare.sh failed (see $RUN/prepare.log)"
 umount /newroot/dev /newroot/sys /newroot/proc
 echo "VMINIT: switching to systemd"

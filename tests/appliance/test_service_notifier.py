@@ -11,7 +11,7 @@ import pytest
 
 from appliance import service
 from appliance.service import Notifier
-from notify_socket import NotifySocket
+from tests.support.systemd.notify_socket import NotifySocket
 
 has_libsystemd = service._sd_daemon is not None
 needs_libsystemd = pytest.mark.skipif(

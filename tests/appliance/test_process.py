@@ -11,7 +11,7 @@ import pytest
 
 from appliance.frame import i420_to_rgb, rgb_to_i420
 
-from scenes import background_box, face_box
+from tests.support.scenes import background_box, face_box
 
 
 def blurcam(*args: str) -> subprocess.CompletedProcess:

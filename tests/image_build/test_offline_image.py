@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 import appliance
-from imagetools import (PI_SERIAL, copy_fat_files, ext4_label, fat32_label, image_test_marks, in_chroot,
+from tests.image_build.imagetools import (PI_SERIAL, copy_fat_files, ext4_label, fat32_label, image_test_marks, in_chroot,
                         partition_table, writable_root)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -18,7 +18,7 @@ import pytest
 from appliance.frame import i420_to_rgb
 from appliance.sources.demo import DemoSource
 
-from picamera2_rootfs import HERE, ensure_rootfs, run_in_rootfs, unavailable_reason
+from tests.support.picamera2.picamera2_rootfs import HERE, ensure_rootfs, run_in_rootfs, unavailable_reason
 
 pytestmark = [pytest.mark.rootfs,
               pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))]
@@ -26,7 +26,7 @@ pytestmark = [pytest.mark.rootfs,
 MAIN_W, MAIN_H = 1280, 720
 SCENE_TIMES = (1.0, 11.0, 21.0)  # three demo scenes, each a different person and background
 CAPTURED_FRAMES = 12
-PROBE = "/opt/blurcam/tests/picamera2/probe.py"
+PROBE = "/opt/blurcam/tests/support/picamera2/probe.py"
 
 
 @pytest.fixture(scope="module")

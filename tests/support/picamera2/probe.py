@@ -14,7 +14,7 @@ import threading
 import time
 
 sys.path.insert(0, "/opt/blurcam")
-sys.path.insert(0, "/opt/blurcam/tests/picamera2")
+sys.path.insert(0, "/opt/blurcam/tests/support/picamera2")
 
 import virtual_shim  # noqa: E402,F401  (test-only: must come before picamera2 is used)
 
