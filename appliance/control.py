@@ -12,6 +12,11 @@ A request header is {"op": NAME, "args": {...}}; a reply header is {"ok": true, 
 {"ok": false, "error": KIND, "message": TEXT, "errors": {field: reason}}. A connection may carry
 many requests in turn. Sizes are capped, and a malformed request gets an error reply: nothing a
 client sends can stop the server.
+
+A client that stalls cannot hold the server either: a request, once its first byte has arrived, must
+arrive whole within MESSAGE_DEADLINE_S; a connection with no request for IDLE_TIMEOUT_S is closed;
+and when every worker is taken, the connection that has been waiting longest for its client is
+closed to make room (a real client sends its request at once, so it is never the one waiting).
 """
 
 from __future__ import annotations
@@ -22,9 +27,11 @@ import os
 import socket
 import struct
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
+from appliance import safejson
 from appliance.settings import SettingsError
 
 log = logging.getLogger(__name__)
@@ -32,8 +39,10 @@ log = logging.getLogger(__name__)
 _PREFIX = struct.Struct(">II")
 MAX_HEADER = 64 * 1024
 MAX_PAYLOAD = 16 * 1024 * 1024  # above the web upload cap, below anything that could hurt the daemon
-MAX_CONNECTIONS = 16
-IDLE_TIMEOUT_S = 30.0
+MAX_CONNECTIONS = 16  # worker threads, one per connection
+IDLE_TIMEOUT_S = 10.0  # a connection with no request in progress
+MESSAGE_DEADLINE_S = 2.0  # from a request's first byte to its last
+SLOT_WAIT_S = 1.0  # how long a new connection waits for a worker to come free
 PREVIEW_VIEWS = ("original", "mask", "output")
 
 
@@ -45,9 +54,15 @@ class ProtocolError(ValueError):
     """A message that breaks the framing rules (too big, not JSON, truncated)."""
 
 
-def _recv_exact(sock: socket.socket, size: int) -> bytes:
+def _recv_exact(sock: socket.socket, size: int, deadline: float | None = None) -> bytes:
+    """`size` bytes; with a `deadline` (time.monotonic()), socket.timeout once it has passed."""
     chunks = []
     while size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout("message not complete before its deadline")
+            sock.settimeout(left)
         chunk = sock.recv(min(size, 1 << 20))
         if not chunk:
             raise EOFError
@@ -63,38 +78,54 @@ def send_message(sock: socket.socket, header: dict[str, Any], payload: bytes = b
     sock.sendall(_PREFIX.pack(len(head), len(payload)) + head + payload)
 
 
-def recv_message(sock: socket.socket) -> tuple[dict[str, Any], bytes]:
-    """Read one message. EOFError on a clean close before a message starts."""
-    head_len, payload_len = _PREFIX.unpack(_recv_exact(sock, _PREFIX.size))
+def recv_message(sock: socket.socket, deadline_s: float | None = None) -> tuple[dict[str, Any], bytes]:
+    """Read one message. EOFError on a clean close before a message starts.
+
+    The first byte may take as long as the socket's timeout allows; with `deadline_s` the rest of
+    the message must follow within that many seconds (socket.timeout otherwise).
+    """
+    first = _recv_exact(sock, 1)
+    deadline = time.monotonic() + deadline_s if deadline_s is not None else None
+    try:
+        prefix = first + _recv_exact(sock, _PREFIX.size - 1, deadline)
+    except EOFError:
+        raise ProtocolError("connection closed in the middle of a message") from None
+    head_len, payload_len = _PREFIX.unpack(prefix)
     if head_len > MAX_HEADER:
         raise ProtocolError(f"header of {head_len} bytes exceeds the {MAX_HEADER}-byte limit")
     if payload_len > MAX_PAYLOAD:
         raise ProtocolError(f"payload of {payload_len} bytes exceeds the {MAX_PAYLOAD}-byte limit")
     try:
-        head = _recv_exact(sock, head_len)
-        payload = _recv_exact(sock, payload_len)
+        head = _recv_exact(sock, head_len, deadline)
+        payload = _recv_exact(sock, payload_len, deadline)
     except EOFError:
         raise ProtocolError("connection closed in the middle of a message") from None
     try:
-        header = json.loads(head)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProtocolError(f"header is not JSON ({exc})") from None
+        header = safejson.loads(head)
+    except safejson.JsonError as exc:
+        raise ProtocolError(f"bad header: {exc}") from None
     if not isinstance(header, dict):
         raise ProtocolError("header must be a JSON object")
     return header, payload
 
 
 class ControlServer:
-    """Serves a Controller on a Unix socket, one thread per connection."""
+    """Serves a Controller on a Unix socket, one worker thread per connection."""
 
-    def __init__(self, controller, socket_path: str | os.PathLike, mode: int = 0o660):
+    def __init__(self, controller, socket_path: str | os.PathLike, mode: int = 0o660,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S, message_deadline_s: float = MESSAGE_DEADLINE_S):
         self.controller = controller
         self.path = Path(socket_path)
         self.mode = mode
+        self.idle_timeout_s, self.message_deadline_s = idle_timeout_s, message_deadline_s
         self._listener: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self._stopping = threading.Event()
+        # Connections waiting for (or reading) a request, with the time they started waiting:
+        # the ones that may be closed to make room. A connection being answered is not in here.
+        self._waiting: dict[socket.socket, float] = {}
+        self._waiting_lock = threading.Lock()
 
     def start(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,10 +177,25 @@ class ControlServer:
                     return
                 continue
             if not self._slots.acquire(blocking=False):
-                self._refuse(conn, "too many connections to the control socket")
-                continue
+                self._close_longest_waiting()
+                if not self._slots.acquire(timeout=SLOT_WAIT_S):
+                    self._refuse(conn, "too many connections to the control socket")
+                    continue
             threading.Thread(target=self._serve_connection, args=(conn,),
                              name="control-conn", daemon=True).start()
+
+    def _close_longest_waiting(self) -> None:
+        """Make room: end the connection that has waited longest for its client to speak."""
+        with self._waiting_lock:
+            if not self._waiting:
+                return  # every worker is answering a request: nobody to drop
+            conn = min(self._waiting, key=self._waiting.__getitem__)
+            del self._waiting[conn]
+            try:
+                conn.shutdown(socket.SHUT_RDWR)  # its worker's recv returns; it frees its slot
+            except OSError:
+                pass
+        log.warning("control socket full: closed a connection whose client was not sending")
 
     @staticmethod
     def _refuse(conn: socket.socket, message: str) -> None:
@@ -162,31 +208,49 @@ class ControlServer:
 
     def _serve_connection(self, conn: socket.socket) -> None:
         try:
-            conn.settimeout(IDLE_TIMEOUT_S)
             while not self._stopping.is_set():
+                conn.settimeout(self.idle_timeout_s)
+                with self._waiting_lock:
+                    self._waiting[conn] = time.monotonic()
                 try:
-                    header, payload = recv_message(conn)
+                    header, payload = recv_message(conn, self.message_deadline_s)
                 except EOFError:
                     return
                 except ProtocolError as exc:
                     # After a framing error the stream position is unknown: answer, then hang up.
-                    send_message(conn, {"ok": False, "error": "bad_request", "message": str(exc)})
+                    self._reply(conn, {"ok": False, "error": "bad_request", "message": str(exc)})
                     return
+                finally:
+                    with self._waiting_lock:
+                        self._waiting.pop(conn, None)
+                conn.settimeout(self.idle_timeout_s)
                 reply, body = self._dispatch(header, payload)
-                send_message(conn, reply, body)
-        except (OSError, ProtocolError) as exc:  # client went away or timed out
+                self._reply(conn, reply, body)
+        except (OSError, ProtocolError) as exc:  # client went away, stalled or was dropped
             log.debug("control connection ended: %s", exc)
         finally:
             conn.close()
             self._slots.release()
 
+    @staticmethod
+    def _reply(conn: socket.socket, reply: dict[str, Any], body: bytes = b"") -> None:
+        try:
+            send_message(conn, reply, body)
+        except ProtocolError as exc:
+            # The promised reply always goes out, even when the answer itself cannot.
+            log.error("control reply too large: %s", exc)
+            send_message(conn, {"ok": False, "error": "internal", "message": f"reply not sent: {exc}"})
+
     def _dispatch(self, header: dict[str, Any], payload: bytes) -> tuple[dict[str, Any], bytes]:
         op, args = header.get("op"), header.get("args", {})
         if not isinstance(args, dict):
             return {"ok": False, "error": "bad_request", "message": "args must be an object"}, b""
-        handler = self._handlers().get(op)  # type: ignore[arg-type]
-        if handler is None:
-            return {"ok": False, "error": "bad_request", "message": f"unknown op {op!r}"}, b""
+        handlers = self._handlers()
+        if not isinstance(op, str) or op not in handlers:
+            got = repr(op) if isinstance(op, str) else f"a {type(op).__name__}"
+            return {"ok": False, "error": "bad_request",
+                    "message": f"op must be one of {', '.join(handlers)}; got {got}"}, b""
+        handler = handlers[op]
         try:
             return handler(args, payload)
         except SettingsError as exc:
@@ -207,10 +271,17 @@ class ControlServer:
                 raise SettingsError({"view": f"one of {', '.join(PREVIEW_VIEWS)}; got {view!r}"})
             return ok({"view": view}, c.preview(view))
 
+        def update_settings(args, _payload):
+            changes = args.get("changes")
+            if not isinstance(changes, dict):
+                raise SettingsError({"settings": "expected an object of setting names to values "
+                                                 f"in args.changes; got {type(changes).__name__}"})
+            return ok(c.update_settings(changes).model_dump())
+
         return {
             "ping": lambda a, p: ok("pong"),
             "get_settings": lambda a, p: ok(c.settings.current.model_dump()),
-            "update_settings": lambda a, p: ok(c.update_settings(a.get("changes")).model_dump()),
+            "update_settings": update_settings,
             "status": lambda a, p: ok(c.status()),
             "preview": preview,
             "set_background": lambda a, p: ok(c.set_background(p).model_dump()),

@@ -33,3 +33,21 @@ def daemon(controller, short_dir):
     server.stop()
 
 
+
+
+@pytest.fixture
+def demo_controller(tmp_path):
+    """The real daemon's Controller on the demo camera (the model loads on first use)."""
+    from appliance.daemon import Controller
+    controller = Controller(tmp_path / "demo-daemon", source_spec="demo")
+    yield controller
+    controller.close()
+
+
+@pytest.fixture
+def demo_daemon(demo_controller, short_dir):
+    """The real Controller served on a real control socket."""
+    server = ControlServer(demo_controller, short_dir / "control.sock")
+    server.start()
+    yield server
+    server.stop()

@@ -6,13 +6,15 @@ import json
 import socket
 import stat
 import struct
+import threading
+import time
 
 import cv2
 import numpy as np
 import pytest
 
-from appliance.control import (MAX_CONNECTIONS, MAX_HEADER, MAX_PAYLOAD, ControlClient, ControlError,
-                               ControlServer, recv_message, send_message)
+from appliance.control import (MAX_CONNECTIONS, MAX_HEADER, MAX_PAYLOAD, MESSAGE_DEADLINE_S, ControlClient,
+                               ControlError, ControlServer, recv_message, send_message)
 from appliance.settings import SettingsError
 
 
@@ -126,32 +128,56 @@ def test_one_connection_carries_many_requests(daemon):
 
 
 @pytest.mark.parametrize("header, reason", [
-    ({"op": "format_disk"}, "unknown op 'format_disk'"),
+    ({"op": "format_disk"}, "op must be one of ping, get_settings, update_settings, status, "
+                            "preview, set_background; got 'format_disk'"),
     ({"op": "status", "args": [1]}, "args must be an object"),
-    ({}, "unknown op None"),
+    ({}, "got a NoneType"),
+    ({"op": ["status"]}, "got a list"),
+    ({"op": {"status": 1}}, "got a dict"),
+    ({"op": 10 ** 30}, "got a int"),
 ])
-def test_a_bad_request_gets_an_error_reply_and_the_connection_stays_usable(daemon, header, reason):
-    with raw_connection(daemon.path) as sock:
+def test_a_bad_request_gets_an_error_reply_and_the_connection_stays_usable(demo_daemon, header, reason):
+    with raw_connection(demo_daemon.path) as sock:
         send_message(sock, header)
         reply, _ = recv_message(sock)
-        assert reply == {"ok": False, "error": "bad_request", "message": reason}
+        assert reply["ok"] is False and reply["error"] == "bad_request"
+        assert reason in reply["message"]
         send_message(sock, {"op": "ping"})
         assert recv_message(sock)[0]["result"] == "pong"
 
 
+def framed(head: bytes) -> bytes:
+    return struct.pack(">II", len(head), 0) + head
+
+
 @pytest.mark.parametrize("raw, reason", [
-    (struct.pack(">II", 9, 0) + b"not json!", "header is not JSON"),
+    (struct.pack(">II", 9, 0) + b"not json!", "not valid JSON"),
+    (framed(b'{"op": "ping", "args": ' + b"[" * 5000 + b"]" * 5000 + b"}"), "nested more than 32"),
+    (framed(b'{"op": ' + b"9" * 5001 + b"}"), "a number with 5001 characters"),
+    (framed(b'{"op": "update_settings", "args": {"changes": {"blur_strength": ' + b"1" * 5001 + b"}}}"),
+     "a number with 5001 characters"),
+    (framed(b'{"op": "ping", "args": {"x": NaN}}'), "NaN is not a JSON number"),
+    (framed(b'{"op": "ping\xff"}'), "not UTF-8"),
     (struct.pack(">II", 2, 0) + b"[]", "header must be a JSON object"),
     (struct.pack(">II", MAX_HEADER + 1, 0), "header of"),
     (struct.pack(">II", 2, MAX_PAYLOAD + 1) + b"{}", "payload of"),
 ])
-def test_a_malformed_message_gets_an_error_reply_and_never_kills_the_server(daemon, raw, reason):
-    with raw_connection(daemon.path) as sock:
+def test_a_malformed_message_gets_an_error_reply_and_never_kills_the_server(demo_daemon, raw, reason):
+    with raw_connection(demo_daemon.path) as sock:
         sock.sendall(raw)
         reply, _ = recv_message(sock)
         assert reply["ok"] is False and reply["error"] == "bad_request"
         assert reason in reply["message"]
-    assert ControlClient(daemon.path).ping()
+    assert ControlClient(demo_daemon.path).ping()
+
+
+@pytest.mark.parametrize("args", [{}, {"changes": None}, {"changes": [1, 2]}, {"changes": "blur"}])
+def test_update_settings_without_a_changes_object_is_a_settings_error_naming_it(demo_daemon, args):
+    with raw_connection(demo_daemon.path) as sock:
+        send_message(sock, {"op": "update_settings", "args": args})
+        reply, _ = recv_message(sock)
+    assert reply["ok"] is False and reply["error"] == "settings"
+    assert "args.changes" in reply["errors"]["settings"]
 
 
 def test_a_client_that_hangs_up_mid_message_does_not_hurt_the_server(daemon):
@@ -170,30 +196,110 @@ def test_a_failing_controller_becomes_a_control_error_and_the_server_lives_on(da
     assert client.ping()
 
 
-def test_connections_beyond_the_limit_are_told_the_server_is_busy(daemon):
-    held = [raw_connection(daemon.path) for _ in range(MAX_CONNECTIONS)]
+def test_when_every_worker_is_answering_a_new_connection_is_told_the_server_is_busy(daemon, controller):
+    release = threading.Event()
+    controller.status = lambda: release.wait(10) and {"state": "idle"}
+    callers = [threading.Thread(target=ControlClient(daemon.path, timeout=15).status)
+               for _ in range(MAX_CONNECTIONS)]
+    for caller in callers:
+        caller.start()
     try:
-        for sock in held:  # make sure every one has been accepted and holds a slot
-            send_message(sock, {"op": "ping"})
-            recv_message(sock)
+        time.sleep(0.5)  # every worker is now inside status()
         with pytest.raises(ControlError, match="too many connections"):
             ControlClient(daemon.path).ping()
     finally:
-        for sock in held:
+        release.set()
+        for caller in callers:
+            caller.join()
+    assert ControlClient(daemon.path).ping()
+
+
+class Trickler:
+    """Connections that each send a request one byte at a time: a slowloris on the control socket."""
+
+    def __init__(self, path, count: int, every_s: float):
+        request = framed(b'{"op": "ping"}')
+        self.socks = [raw_connection(path) for _ in range(count)]
+        self.closed_by_server = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(request, every_s), daemon=True)
+        self._thread.start()
+
+    def _run(self, request: bytes, every_s: float) -> None:
+        for i in range(len(request) - 1):  # never the last byte
+            for sock in list(self.socks):
+                try:
+                    sock.sendall(request[i:i + 1])
+                except OSError:
+                    self.socks.remove(sock)
+                    self.closed_by_server += 1
+            if self._stop.wait(every_s):
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        for sock in self.socks:
             sock.close()
-    for _ in range(50):  # the slots free up as the server notices the closed connections
-        try:
-            assert ControlClient(daemon.path).ping()
-            break
-        except ControlError:
-            import time
-            time.sleep(0.02)
-    else:
-        pytest.fail("the server never accepted a connection again")
+
+
+def test_a_request_that_trickles_in_slower_than_its_deadline_is_cut_off(demo_controller, short_dir):
+    server = ControlServer(demo_controller, short_dir / "c.sock", message_deadline_s=0.5)
+    server.start()
+    try:
+        with raw_connection(server.path) as sock:
+            started = time.monotonic()
+            sock.sendall(b"\x00")  # the first byte of a request, and then nothing more
+            assert sock.recv(100) == b""  # the server hangs up ...
+            assert time.monotonic() - started < 2.0  # ... at the deadline, not at the idle timeout
+    finally:
+        server.stop()
+
+
+def test_an_idle_connection_is_closed_after_the_idle_timeout(demo_controller, short_dir):
+    server = ControlServer(demo_controller, short_dir / "c.sock", idle_timeout_s=0.3)
+    server.start()
+    try:
+        with raw_connection(server.path) as sock:
+            send_message(sock, {"op": "ping"})
+            assert recv_message(sock)[0]["result"] == "pong"
+            started = time.monotonic()
+            assert sock.recv(100) == b""
+            assert 0.2 < time.monotonic() - started < 2.0
+    finally:
+        server.stop()
+
+
+def test_slow_clients_on_every_worker_do_not_keep_the_page_from_its_answers(demo_controller, short_dir):
+    # Deadlines far beyond the test: only making room for new connections can help here.
+    server = ControlServer(demo_controller, short_dir / "c.sock", idle_timeout_s=60, message_deadline_s=60)
+    server.start()
+    slow = Trickler(server.path, MAX_CONNECTIONS, every_s=0.2)
+    try:
+        time.sleep(0.5)  # every worker now holds a half-sent request
+        for _ in range(20):
+            started = time.monotonic()
+            assert ControlClient(server.path, timeout=5).get_settings()["blur_strength"] == 60
+            assert time.monotonic() - started < 2.0
+            time.sleep(0.05)
+        assert slow.closed_by_server >= 1
+    finally:
+        slow.close()
+        server.stop()
+
+
+def test_the_daemon_default_deadlines_end_a_slowloris_within_seconds(demo_daemon):
+    slow = Trickler(demo_daemon.path, MAX_CONNECTIONS, every_s=0.5)
+    try:
+        deadline = time.monotonic() + MESSAGE_DEADLINE_S + 3
+        while slow.socks and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not slow.socks, f"{len(slow.socks)} slow connections still open"
+    finally:
+        slow.close()
 
 
 def test_a_slow_daemon_is_a_timeout_error_not_a_hang(daemon, controller):
-    import threading
     release = threading.Event()
     controller.status = lambda: release.wait(5) and {}
     try:
@@ -201,3 +307,11 @@ def test_a_slow_daemon_is_a_timeout_error_not_a_hang(daemon, controller):
             ControlClient(daemon.path, timeout=0.2).status()
     finally:
         release.set()
+
+
+def test_an_answer_too_large_to_send_still_gets_its_promised_error_reply(daemon, controller):
+    controller.status = lambda: {"huge": "x" * (MAX_HEADER + 1)}
+    client = ControlClient(daemon.path)
+    with pytest.raises(ControlError, match="reply not sent"):
+        client.status()
+    assert client.ping()
