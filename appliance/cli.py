@@ -65,6 +65,10 @@ def build_parser() -> argparse.ArgumentParser:
     gadget.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
     gadget.add_argument("--udc", help="USB device controller to bind (default: the first in /sys/class/udc)")
 
+    update = sub.add_parser("update", help="A/B updates: install BUNDLE|URL, status, confirm, health")
+    from appliance.update import build_parser as build_update_parser
+    build_update_parser(update)
+
     fleet = sub.add_parser("fleet", help="fleet configuration: check FILE [--override], hash-password",
                            add_help=False)
     fleet.add_argument("fleet_args", nargs=argparse.REMAINDER)
@@ -112,6 +116,9 @@ def _dispatch(args) -> int:
     if args.command == "gadget":
         from appliance.uvc.configfs import main as gadget_main
         return gadget_main(args)
+    if args.command == "update":
+        from appliance.update import main as update_main
+        return update_main(args)
     if args.command == "fleet":
         from appliance.fleet import main as fleet_main
         return fleet_main(args.fleet_args)

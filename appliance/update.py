@@ -1,0 +1,242 @@
+"""A/B updates on the device (image-build/update/README.md).
+
+`install` hands a signed bundle (a file or a URL) to RAUC, which checks its signature and writes
+it into the slot that is not running, then marks that slot primary with a single boot attempt;
+the device then reboots into it "on trial". `confirm`, run at every boot by
+blurcam-update-confirm.service once the appliance is up, decides the trial: if the health check
+passes (the daemon answers and reports no error, the USB gadget is bound to a controller, the
+self-test passes) the slot is marked good and kept; otherwise it is marked bad and the device
+reboots into the previous slot. A slot that never gets as far as `confirm` (kernel panic, hang,
+power cut) has used its one attempt, so the boot loader returns to the previous slot by itself.
+A good slot's boot writes nothing to the card.
+
+RAUC does the slot work; this module only drives it through the `rauc` command (the D-Bus client
+of rauc.service) and keeps the boot partition writable for the moments RAUC's boot loader
+backend writes the slot state there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+BOOT_DIR = Path("/boot/firmware")  # p1: the slot state (bootslot.env or autoboot.txt) lives here
+DOWNLOAD_DIR = Path("/var/lib/blurcam/update")  # on the data partition: the SD's free space
+CONTROL_SOCKET = Path("/run/blurcam/control.sock")
+GADGET = Path("/sys/kernel/config/usb_gadget/blurcam")
+REBOOT = ("systemctl", "reboot")
+DOWNLOAD_TIMEOUT_S = 60
+
+
+class UpdateError(RuntimeError):
+    """An update step failed; the message says which and why, in words for an operator."""
+
+
+@dataclass(frozen=True)
+class SlotState:
+    booted: str  # bootname of the running slot: "A" or "B"
+    primary: str | None  # bootname the next boot starts
+    booted_good: bool  # False while the running slot is on trial (or was marked bad)
+
+
+def _rauc(*args: str, timeout: float | None = None) -> str:
+    try:
+        done = subprocess.run(["rauc", *args], capture_output=True, text=True, timeout=timeout)
+    except FileNotFoundError:
+        raise UpdateError("rauc is not installed on this system") from None
+    if done.returncode != 0:
+        lines = (done.stdout + "\n" + done.stderr).splitlines()
+        # `rauc install` prints progress, then "LastError: <the reason>"; other commands an error line.
+        reasons = [l.split(":", 1)[1].strip() for l in lines if l.startswith("LastError:")]
+        reasons = reasons or [l.strip() for l in lines if l.strip()][-2:]
+        raise UpdateError(" / ".join(reasons) or f"rauc {args[0]} failed (exit status {done.returncode})")
+    return done.stdout
+
+
+def slot_state() -> SlotState:
+    data = json.loads(_rauc("status", "--output-format=json"))
+    slots = {name: info for entry in data["slots"] for name, info in entry.items()}
+    booted = data["booted"]
+    booted_slot = next((s for s in slots.values() if s.get("bootname") == booted), None)
+    if booted_slot is None:
+        raise UpdateError(f"rauc reports booted slot {booted!r}, which system.conf does not define")
+    primary = slots.get(data.get("boot_primary") or "", {}).get("bootname")
+    return SlotState(booted=booted, primary=primary, booted_good=booted_slot.get("boot_status") == "good")
+
+
+def _is_read_only_mount(path: Path) -> bool:
+    real = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            if fields[4] == real:
+                return "ro" in fields[5].split(",")
+    return False
+
+
+@contextmanager
+def writable_boot_partition(boot_dir: Path = BOOT_DIR) -> Iterator[None]:
+    """The boot partition is mounted read-only; RAUC's boot loader backend writes the slot state
+    there. Remount it read-write for the duration, and read-only again afterwards."""
+    remount = _is_read_only_mount(boot_dir)
+    if remount:
+        subprocess.run(["mount", "-o", "remount,rw", str(boot_dir)], check=True)
+    try:
+        yield
+    finally:
+        if remount:
+            os.sync()
+            subprocess.run(["mount", "-o", "remount,ro", str(boot_dir)], check=False)
+
+
+def fetch(url: str, into: Path = DOWNLOAD_DIR) -> Path:
+    """Download a bundle to the data partition. Only http(s); the signature is RAUC's to check."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc:
+        raise UpdateError(f"{url!r} is neither a bundle file on this device nor an http(s) URL")
+    into.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="download-", suffix=".raucb", dir=into)
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
+            expected = r.headers.get("Content-Length")
+            shutil.copyfileobj(r, out, 1 << 20)
+            size = out.tell()
+        if expected is not None and size != int(expected):
+            raise UpdateError(f"download of {url} stopped after {size} of {expected} bytes")
+        return Path(tmp)
+    except (urllib.error.URLError, OSError) as exc:
+        os.unlink(tmp)
+        reason = getattr(exc, "reason", None) or exc
+        raise UpdateError(f"cannot download {url}: {reason}") from None
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def install(source: str, *, boot_dir: Path = BOOT_DIR, reboot: bool = True,
+            reboot_command: tuple[str, ...] = REBOOT, download_dir: Path = DOWNLOAD_DIR) -> str:
+    """Install a bundle (path or URL) into the other slot and, unless told not to, reboot into it
+    on trial. Returns a sentence saying what was done. A bundle that is not signed by the fleet's
+    key, is damaged or was made for another device is refused before anything is written."""
+    downloaded = None
+    if "://" in source:
+        downloaded = fetch(source, download_dir)
+        bundle = downloaded
+    else:
+        bundle = Path(source)
+        if not bundle.is_file():
+            raise UpdateError(f"{source}: no such bundle file")
+    try:
+        with writable_boot_partition(boot_dir):
+            _rauc("install", str(bundle.resolve()))
+    finally:
+        if downloaded is not None:
+            downloaded.unlink(missing_ok=True)
+    state = slot_state()
+    done = f"installed into slot {state.primary}; it boots on trial next"
+    if reboot:
+        log.info("%s: rebooting", done)
+        subprocess.run(list(reboot_command), check=True)
+    return done
+
+
+# --- the health check and the trial's verdict ------------------------------------------------
+
+def check_daemon(control_socket: Path = CONTROL_SOCKET) -> str | None:
+    """None if the appliance daemon answers and reports no error, else what is wrong."""
+    from appliance.control import ControlClient, ControlError
+    try:
+        status = ControlClient(control_socket, timeout=10).status()
+    except (ControlError, OSError) as exc:
+        return f"the camera service does not answer: {exc}"
+    if status.get("error"):
+        return f"the camera service reports an error: {status['error']}"
+    return None
+
+
+def check_gadget(gadget: Path = GADGET) -> str | None:
+    """None if the USB webcam gadget is bound to a device controller, else what is wrong."""
+    try:
+        udc = (gadget / "UDC").read_text().strip()
+    except OSError:
+        return f"the USB gadget is not set up ({gadget} missing)"
+    return None if udc else "the USB gadget is not bound to a USB device controller"
+
+
+def check_selftest() -> str | None:
+    from appliance.selftest import run_selftest
+    ok, lines = run_selftest()
+    return None if ok else "the self-test failed: " + "; ".join(l for l in lines if l.startswith("FAIL"))
+
+
+def health_problems(control_socket: Path = CONTROL_SOCKET, gadget: Path = GADGET) -> list[str]:
+    checks = (lambda: check_daemon(control_socket), lambda: check_gadget(gadget), check_selftest)
+    return [problem for check in checks if (problem := check()) is not None]
+
+
+def confirm(*, control_socket: Path = CONTROL_SOCKET, gadget: Path = GADGET, boot_dir: Path = BOOT_DIR,
+            reboot_command: tuple[str, ...] = REBOOT) -> str:
+    """Judge the running slot if it is on trial: keep it (mark good) or give it up (mark bad and
+    reboot into the previous slot). A slot that is already good is left alone: nothing is
+    written. Returns a sentence saying what happened."""
+    state = slot_state()
+    if state.booted_good:
+        return f"slot {state.booted} is good; nothing to confirm"
+    problems = health_problems(control_socket, gadget)
+    if not problems:
+        with writable_boot_partition(boot_dir):
+            _rauc("status", "mark-good", "booted")
+        return f"slot {state.booted} passed its health check and is now the good slot"
+    reason = "; ".join(problems)
+    log.error("slot %s failed its health check: %s", state.booted, reason)
+    with writable_boot_partition(boot_dir):
+        _rauc("status", "mark-bad", "booted")
+    subprocess.run(list(reboot_command), check=True)
+    return f"slot {state.booted} failed its health check ({reason}); rebooting into the previous slot"
+
+
+# --- `blurcam update` ----------------------------------------------------------------------
+
+def build_parser(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="update_command", required=True)
+    inst = sub.add_parser("install", help="install a bundle (file or http(s) URL) and reboot into it on trial")
+    inst.add_argument("bundle")
+    inst.add_argument("--no-reboot", action="store_true", help="install, but leave the reboot to later")
+    sub.add_parser("status", help="which slot runs, which boots next, whether it is on trial (JSON)")
+    sub.add_parser("confirm", help="judge a slot on trial: keep it if healthy, else go back (run at boot)")
+    sub.add_parser("health", help="run the health check and print what is wrong, if anything")
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        if args.update_command == "install":
+            print(install(args.bundle, reboot=not args.no_reboot))
+        elif args.update_command == "status":
+            state = slot_state()
+            print(json.dumps({"booted": state.booted, "primary": state.primary,
+                              "on_trial": not state.booted_good}))
+        elif args.update_command == "confirm":
+            print(confirm())
+        elif args.update_command == "health":
+            problems = health_problems()
+            print("\n".join(problems) if problems else "healthy")
+            return 1 if problems else 0
+    except UpdateError as exc:
+        print(f"blurcam update {args.update_command}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,166 @@
+"""Signed bundles and the trial's verdict with the real RAUC (see rauc_harness.py for what runs here
+and what only runs in the arm64 image VM): image-build/update/make-bundle.sh, dev-key.sh and
+appliance/update.py's install refusal and confirm against RAUC's service and uboot backend.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from appliance import update
+from tests.image_build.rauc_harness import (UPDATE_DIR, RaucSystem, make_bundle, make_key,
+                                            missing_tools)
+
+pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"missing {missing_tools()}: tools/system-deps.sh as root")
+
+TRIAL_B = "BOOT_ORDER=B A\nBOOT_A_LEFT=3\nBOOT_B_LEFT=0\n"  # B booted on its one attempt
+GOOD_A = "BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=0\n"
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    where = tmp_path_factory.mktemp("keys")
+    return {"fleet": make_key(where, "fleet"), "other": make_key(where, "someone-else")}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory, keys):
+    where = tmp_path_factory.mktemp("bundles")
+    good = make_bundle(where, "2.0", *keys["fleet"])
+    truncated = where / "truncated.raucb"
+    truncated.write_bytes(good.read_bytes()[: good.stat().st_size * 2 // 3])
+    return {"good": good, "truncated": truncated,
+            "other_key": make_bundle(where, "2.1", *keys["other"])}
+
+
+@pytest.fixture
+def device(tmp_path, keys, monkeypatch):
+    system = RaucSystem(tmp_path, keyring=keys["fleet"][1])
+    for name in ("PATH", "DBUS_SYSTEM_BUS_ADDRESS"):
+        monkeypatch.setenv(name, system.env[name])
+    yield system
+    system.stop()
+
+
+def rauc_info(bundle: Path, keyring: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(["rauc", "info", f"--keyring={keyring}", str(bundle)], capture_output=True, text=True)
+
+
+def test_a_bundle_signed_with_the_fleet_key_verifies_against_the_fleet_keyring(bundles, keys):
+    info = rauc_info(bundles["good"], keys["fleet"][1])
+    assert info.returncode == 0, info.stderr
+    assert "Compatible:  'blurcam-test'" in info.stdout or "blurcam-test" in info.stdout
+    assert "2.0" in info.stdout and "verity" in info.stdout
+
+
+def test_a_bundle_signed_with_another_key_does_not_verify(bundles, keys):
+    info = rauc_info(bundles["other_key"], keys["fleet"][1])
+    assert info.returncode != 0
+    assert "signature" in (info.stderr + info.stdout).lower()
+
+
+@pytest.mark.parametrize("which, reason", [
+    ("other_key", "signature"),
+    ("truncated", "invalid bundle"),
+])
+def test_a_bad_bundle_is_refused_before_anything_is_written(device, bundles, which, reason):
+    device.set_slot_state(GOOD_A)
+    device.start(booted="A")
+    slots_before, state_before = device.slots_bytes(), device.env_file.read_bytes()
+    with pytest.raises(update.UpdateError) as refused:
+        update.install(str(bundles[which]), boot_dir=device.work, reboot=False)
+    assert reason in str(refused.value).lower(), refused.value
+    assert device.slots_bytes() == slots_before  # not one byte of either slot
+    assert device.env_file.read_bytes() == state_before  # nor the boot selection
+
+
+def test_install_names_a_missing_bundle_or_an_unusable_url(device):
+    with pytest.raises(update.UpdateError, match="no such bundle file"):
+        update.install(str(device.work / "nope.raucb"), boot_dir=device.work, reboot=False)
+    with pytest.raises(update.UpdateError, match="neither a bundle file"):
+        update.install("ftp://example.invalid/x.raucb", boot_dir=device.work, reboot=False)
+
+
+# --- the trial's verdict (`blurcam update confirm`) ------------------------------------------
+
+@pytest.fixture
+def appliance_daemon(short_dir):
+    """The real daemon on its demo camera, with its control socket."""
+    sock = short_dir / "control.sock"
+    proc = subprocess.Popen([sys.executable, "-m", "appliance", "run", "--source", "demo",
+                             "--state-dir", str(short_dir / "state"), "--control-socket", str(sock),
+                             "--fleet-file", str(short_dir / "no-fleet.toml")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 60
+    while update.check_daemon(sock) is not None:
+        assert proc.poll() is None and time.monotonic() < deadline, "the daemon did not come up"
+        time.sleep(0.2)
+    yield sock
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+def gadget_dir(where: Path, udc: str) -> Path:
+    """Stands in for /sys/kernel/config/usb_gadget/blurcam (configfs needs the gadget kernel
+    modules, which run only in the VMs): its UDC file says which controller it is bound to."""
+    gadget = where / "gadget"
+    gadget.mkdir(exist_ok=True)
+    (gadget / "UDC").write_text(udc + "\n")
+    return gadget
+
+
+def test_a_healthy_slot_on_trial_is_marked_good(device, appliance_daemon, tmp_path):
+    device.set_slot_state(TRIAL_B)
+    device.start(booted="B")
+    assert update.slot_state().booted_good is False  # on trial
+    said = update.confirm(control_socket=appliance_daemon, gadget=gadget_dir(tmp_path, "dummy_udc.0"),
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")))
+    assert "now the good slot" in said
+    assert device.slot_state() == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}
+    assert not (tmp_path / "rebooted").exists()
+
+
+def test_a_slot_on_trial_failing_its_health_check_is_given_up_and_the_device_reboots(
+        device, appliance_daemon, tmp_path):
+    device.set_slot_state(TRIAL_B)
+    device.start(booted="B")
+    said = update.confirm(control_socket=appliance_daemon, gadget=gadget_dir(tmp_path, ""),
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")))
+    assert "not bound to a USB device controller" in said
+    # B leaves the boot order: the reboot starts A, the slot that was good before.
+    assert device.slot_state() == {"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}
+    assert (tmp_path / "rebooted").exists()
+
+
+def test_a_slot_on_trial_without_its_daemon_is_given_up(device, tmp_path, short_dir):
+    device.set_slot_state(TRIAL_B)
+    device.start(booted="B")
+    said = update.confirm(control_socket=short_dir / "nobody.sock", gadget=gadget_dir(tmp_path, "dummy_udc.0"),
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")))
+    assert "camera service does not answer" in said
+    assert device.slot_state()["BOOT_ORDER"] == "A"
+
+
+def test_booting_a_good_slot_writes_nothing(device, tmp_path, short_dir):
+    device.set_slot_state(GOOD_A)
+    device.start(booted="A")
+    before = device.env_file.read_bytes()
+    said = update.confirm(control_socket=short_dir / "nobody.sock", gadget=gadget_dir(tmp_path, ""),
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")))
+    assert "is good; nothing to confirm" in said
+    assert device.env_file.read_bytes() == before
+    assert not (tmp_path / "rebooted").exists()
+
+
+def test_the_development_key_is_made_once_and_announced_loudly(tmp_path):
+    first = subprocess.run([str(UPDATE_DIR / "dev-key.sh"), str(tmp_path)], capture_output=True, text=True, check=True)
+    second = subprocess.run([str(UPDATE_DIR / "dev-key.sh"), str(tmp_path)], capture_output=True, text=True, check=True)
+    assert first.stdout == second.stdout  # the same key: the image's keyring matches later bundles
+    key, cert = (Path(p) for p in first.stdout.split())
+    assert key.stat().st_mode & 0o077 == 0 and cert.exists()
+    assert "WARNING" in first.stderr and "DEVELOPMENT key" in first.stderr and "WARNING" in second.stderr
