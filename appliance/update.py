@@ -40,6 +40,10 @@ DOWNLOAD_DIR = Path("/var/lib/blurcam/update")  # on the data partition: the SD'
 CONTROL_SOCKET = Path("/run/blurcam/control.sock")
 GADGET = Path("/sys/kernel/config/usb_gadget/blurcam")
 REBOOT = ("systemctl", "reboot")
+# Written by the tryboot backend (image-build/update/device/rauc-tryboot) while a trial waits for
+# its boot: the Pi 4/5 firmware starts the trial slot only on a reboot with this argument.
+TRYBOOT_PENDING = "blurcam-tryboot"
+TRYBOOT_ARGUMENT = "0 tryboot"
 DOWNLOAD_TIMEOUT_S = 60
 
 
@@ -128,6 +132,12 @@ def fetch(url: str, into: Path = DOWNLOAD_DIR) -> Path:
         raise
 
 
+def reboot_into_trial(boot_dir: Path = BOOT_DIR, reboot: tuple[str, ...] = REBOOT) -> tuple[str, ...]:
+    """The reboot command that starts the slot on trial: with the firmware's one-shot tryboot
+    flag on a Pi 4/5, a plain reboot where U-Boot counts the attempts."""
+    return (*reboot, TRYBOOT_ARGUMENT) if (boot_dir / TRYBOOT_PENDING).exists() else reboot
+
+
 def install(source: str, *, boot_dir: Path = BOOT_DIR, reboot: bool = True,
             reboot_command: tuple[str, ...] = REBOOT, download_dir: Path = DOWNLOAD_DIR) -> str:
     """Install a bundle (path or URL) into the other slot and, unless told not to, reboot into it
@@ -151,7 +161,7 @@ def install(source: str, *, boot_dir: Path = BOOT_DIR, reboot: bool = True,
     done = f"installed into slot {state.primary}; it boots on trial next"
     if reboot:
         log.info("%s: rebooting", done)
-        subprocess.run(list(reboot_command), check=True)
+        subprocess.run(list(reboot_into_trial(boot_dir, reboot_command)), check=True)
     return done
 
 

@@ -74,17 +74,17 @@ class RaucSystem:
     """A device's RAUC, minus the disk: slots are files under `work/dev`, the slot state is
     `work/bootslot.env`. Start with `start(booted=...)`, stop with `stop()`."""
 
-    def __init__(self, work: Path, keyring: Path):
+    def __init__(self, work: Path, keyring: Path, backend: str = "uboot"):
         self.work = work
         self.dev = work / "dev"
         self.dev.mkdir(parents=True)
         for n in (2, 3, 5, 6):
             (self.dev / f"part{n}").write_bytes(b"\xa5" * (8 << 20))  # "old contents"
-        conf = (UPDATE_DIR / "rauc" / "system.conf.in").read_text()
-        conf = (conf.replace("@COMPATIBLE@", COMPATIBLE).replace("@BOOTLOADER@", "uboot")
-                .replace("@PART@", str(self.dev / "part"))
-                .replace("/etc/rauc/keyring.pem", str(keyring))
-                .replace("data-directory=/var/lib/rauc", f"data-directory={work / 'rauc-data'}"))
+        conf = run([str(UPDATE_DIR / "rauc" / "render-system-conf.sh"), backend, COMPATIBLE,
+                    str(self.dev / "part")]).stdout
+        conf = (conf.replace("/etc/rauc/keyring.pem", str(keyring))
+                .replace("data-directory=/var/lib/rauc", f"data-directory={work / 'rauc-data'}")
+                .replace("/usr/lib/blurcam/", f"{UPDATE_DIR / 'device'}/"))
         self.conf = work / "system.conf"
         self.conf.write_text(conf)
         self.env_file = work / "bootslot.env"
@@ -97,8 +97,12 @@ class RaucSystem:
         for tool in ("fw_setenv", "fw_printenv"):
             (bin_dir / tool).write_text(f'#!/bin/sh\nexec /usr/bin/{tool} -c "{self.fw_config}" "$@"\n')
             (bin_dir / tool).chmod(0o755)
+        # The tryboot backend's boot partition (autoboot.txt) is this directory.
+        self.boot_dir = work / "boot"
+        self.boot_dir.mkdir()
         self.env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}",
-                    "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={work / 'bus.sock'}"}
+                    "DBUS_SYSTEM_BUS_ADDRESS": f"unix:path={work / 'bus.sock'}",
+                    "BLURCAM_BOOT_DIR": str(self.boot_dir)}
         self.procs: list[subprocess.Popen] = []
 
     def set_slot_state(self, text: str) -> None:
@@ -110,6 +114,7 @@ class RaucSystem:
         return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
     def start(self, booted: str) -> None:
+        (self.work / "bus.sock").unlink(missing_ok=True)
         (self.work / "bus.conf").write_text(BUS_CONFIG.format(socket=self.work / "bus.sock"))
         self.procs.append(subprocess.Popen(["dbus-daemon", "--nofork", f"--config-file={self.work / 'bus.conf'}"],
                                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
@@ -118,7 +123,7 @@ class RaucSystem:
             assert time.monotonic() < deadline, "private D-Bus did not start"
             time.sleep(0.05)
         (self.work / "mnt").mkdir(exist_ok=True)
-        self.log = open(self.work / "rauc-service.log", "w")
+        self.log = open(self.work / "rauc-service.log", "a")
         self.procs.append(subprocess.Popen(
             ["rauc", f"--conf={self.conf}", f"--mount={self.work / 'mnt'}", f"--override-boot-slot={booted}",
              "service"], env=self.env, stdout=self.log, stderr=subprocess.STDOUT))
@@ -135,6 +140,8 @@ class RaucSystem:
                 proc.kill()
                 proc.wait()
         self.procs.clear()
+        if hasattr(self, "log"):
+            self.log.close()
 
     def slots_bytes(self) -> dict[str, bytes]:
         return {p.name: p.read_bytes() for p in sorted(self.dev.iterdir())}
