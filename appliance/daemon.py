@@ -21,7 +21,7 @@ import simplejpeg
 from appliance import __version__
 from appliance.encode import MjpegEncoder
 from appliance.frame import split_i420
-from appliance.pipeline import FramePipeline, ThreadedPipeline
+from appliance.pipeline import IDLE_STATUS, FramePipeline, ThreadedPipeline
 from appliance.settings import Settings, SettingsError, SettingsStore, image_controls
 from appliance.sources.base import SourceError
 from appliance.sources.file import decode_image, read_image
@@ -264,6 +264,8 @@ class Controller:
             "controls": image_controls(s),
             "error": self._last_error or None,
         }
+        # Live figures: capture-to-output latency, the applied mask's age, frames dropped.
+        out.update(runner.stats().as_status() if runner else IDLE_STATUS)
         out.update(system_health())
         if self.uvc is not None:
             out["usb"] = self.uvc.status()

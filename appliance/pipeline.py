@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import collections
 import logging
+import os
 import queue
 import threading
 import time
@@ -40,9 +42,12 @@ def _ms(t0: float) -> float:
 
 
 class FramePipeline:
-    """The processing stages, configured from Settings. Not thread-safe by itself: the threaded
-    runner calls `segment` from one thread and `finish` from another, which share no state but
-    the (immutable) settings and the segmenter reference."""
+    """The processing stages, configured from Settings.
+
+    The stages are split where the threaded runner splits them: `predict` (the model, one
+    interpreter per calling thread), then `refine` (stateful: called once per frame, in frame
+    order) and `finish` (controls, upsampling, the effect). `process` runs all three in a row.
+    """
 
     def __init__(self, settings: Settings, background_rgb: np.ndarray | None = None):
         self.settings = settings
@@ -62,9 +67,16 @@ class FramePipeline:
             self.compositor.set_background(background_rgb)
 
     @property
-    def segmenter(self) -> Segmenter:
+    def model_key(self) -> tuple[str, str, int]:
+        """What identifies the model the settings ask for: (name, precision, threads)."""
         s = self.settings
-        key = (s.model, s.precision, s.inference_threads)
+        return s.model, s.precision, s.inference_threads
+
+    @property
+    def segmenter(self) -> Segmenter:
+        """This pipeline's own interpreter (for `process`); threads that run the model in
+        parallel load their own with `load_segmenter(*model_key)`."""
+        key = self.model_key
         if self._segmenter is None or self._segmenter_key != key:
             self._segmenter = load_segmenter(*key)
             self._segmenter_key = key
@@ -79,20 +91,33 @@ class FramePipeline:
     def needs_mask(self) -> bool:
         return self.settings.effect in MASKED_EFFECTS
 
-    def segment(self, frame: Frame, timings: dict[str, float] | None = None) -> np.ndarray:
-        """The refined low-resolution alpha for a frame."""
+    def predict(self, frame: Frame, segmenter: Segmenter | None = None,
+                timings: dict[str, float] | None = None) -> np.ndarray:
+        """The model's person probability for a frame (model resolution, float32)."""
         timings = {} if timings is None else timings
-        seg, s = self.segmenter, self.settings
+        seg = segmenter or self.segmenter
         t = time.perf_counter()
         tensor = seg.preprocess(frame.lores)
         timings["preprocess"] = _ms(t)
         t = time.perf_counter()
         prob = seg.infer(tensor)
         timings["inference"] = _ms(t)
+        return prob
+
+    def refine(self, prob: np.ndarray, timings: dict[str, float] | None = None) -> np.ndarray:
+        """Probability -> the steady, soft-edged alpha at model resolution. Keeps temporal state:
+        call once per frame, in frame order."""
+        timings = {} if timings is None else timings
+        s = self.settings
         t = time.perf_counter()
         alpha = self.refiner.refine_low(prob, s.mask_threshold, s.edge_softness, s.temporal_smoothing)
-        timings["refine"] = _ms(t)
+        timings["refine"] = timings.get("refine", 0.0) + _ms(t)
         return alpha.copy()
+
+    def segment(self, frame: Frame, timings: dict[str, float] | None = None) -> np.ndarray:
+        """The refined low-resolution alpha for a frame."""
+        timings = {} if timings is None else timings
+        return self.refine(self.predict(frame, timings=timings), timings)
 
     def finish(self, frame: Frame, alpha_low: np.ndarray | None,
                timings: dict[str, float] | None = None) -> np.ndarray:
@@ -125,65 +150,117 @@ class FramePipeline:
         return Processed(frame, out, alpha, timings)
 
 
-class _Newest:
-    """A one-item mailbox: the writer replaces, the reader waits for something newer."""
+@dataclass(frozen=True)
+class LiveStats:
+    """What the running pipeline delivers, for status pages and benchmarks."""
 
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._item = None
-        self._seq = 0
+    fps: float                        # output frames per second over the last seconds (0 on a stall)
+    latency_p50_ms: float | None      # capture -> encoded output, recent frames
+    latency_p95_ms: float | None
+    mask_age_frames: int | None       # frames between the mask's own frame and the frame it was applied to
+    mask_age_ms: float | None
+    frames_out: int
+    frames_dropped: int               # captured but never composited (the CPU could not keep up)
+    inference_ms: float | None        # one model run, recent average
+    segment_workers: int              # model interpreters running in parallel
 
-    def put(self, item) -> None:
-        with self._cond:
-            self._item, self._seq = item, self._seq + 1
-            self._cond.notify_all()
+    def as_status(self) -> dict:
+        """The live figures as status fields (the output rate is the status's `fps`)."""
+        def r(v: float | None) -> float | None:
+            return None if v is None else round(v, 1)
+        return {"latency_p50_ms": r(self.latency_p50_ms), "latency_p95_ms": r(self.latency_p95_ms),
+                "mask_age_frames": self.mask_age_frames, "mask_age_ms": r(self.mask_age_ms),
+                "frames_out": self.frames_out, "frames_dropped": self.frames_dropped,
+                "segment_workers": self.segment_workers}
 
-    def get_newer(self, seq: int, timeout: float) -> tuple[int, object] | None:
-        with self._cond:
-            if not self._cond.wait_for(lambda: self._seq > seq, timeout):
-                return None
-            return self._seq, self._item
 
-    def peek(self):
-        with self._cond:
-            return self._item
+IDLE_STATUS = {"latency_p50_ms": None, "latency_p95_ms": None, "mask_age_frames": None,
+               "mask_age_ms": None, "frames_out": 0, "frames_dropped": 0, "segment_workers": 0}
+
+
+def default_segment_workers() -> int:
+    """One model interpreter per core, leaving a core for compose/encode; at least one, at most 3
+    (more only adds memory: compose is the limit by then)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count() or 1
+    return max(1, min(3, cores - 1))
+
+
+class _Ticket:
+    """One admitted frame on its way through the threads; `done` is set once its model output is
+    there (at once when no mask is needed)."""
+
+    __slots__ = ("frame", "prob", "mask_of", "segmented", "done")
+
+    def __init__(self, frame: Frame, segmented: bool):
+        self.frame = frame
+        self.segmented = segmented
+        self.prob: np.ndarray | None = None
+        self.mask_of: Frame | None = None  # the frame the model saw for `prob`
+        self.done = threading.Event()
+        if not segmented:
+            self.done.set()
+
+
+def _percentile(values, q: float) -> float | None:
+    return float(np.percentile(np.asarray(values), q)) if values else None
 
 
 class ThreadedPipeline:
-    """Capture, segmentation and compose+encode on their own threads.
+    """Capture, model workers and compose+encode on their own threads; every frame that leaves
+    is composited with the mask made from that very frame.
 
-    The newest frame wins everywhere: segmentation always takes the latest capture, compose
-    reuses the last mask rather than wait for a slow model (only the very first frame waits, so
-    no frame ever leaves without a mask), and every hand-over holds at most two frames.
+    Capture admits a frame only while a model worker is free for it and fewer than `window`
+    frames are in flight, and drops it otherwise: when the CPU cannot keep up, frames are dropped
+    at the door, before any work is spent on them, so the output rate drops evenly and the latency
+    stays bounded (no frame queues for the model). Admitted frames go to the model workers (each
+    with its own interpreter, so several cores run the model at once) and, in capture order, to
+    compose, which waits for each frame's own model output, refines it (the temporal filter sees
+    the frames in order) and sends the result. Frames leave in order.
     """
 
-    THREADS = ("capture", "segment", "compose")
-
     def __init__(self, source, fmt: StreamFormat, pipeline: FramePipeline, slot: FrameSlot,
-                 fault: str = ""):
+                 fault: str = "", segment_workers: int | None = None, window: int | None = None,
+                 on_output=None):
         self.source, self.fmt, self.pipeline, self.slot = source, fmt, pipeline, slot
         self._fault = fault
+        self.segment_workers = segment_workers or default_segment_workers()
+        # Enough frames in flight to keep every worker and compose busy, no more (latency).
+        self.window = window or self.segment_workers + 1
+        self._on_output = on_output  # called with each Processed (tests, selftest)
         self._running = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._compose_queue: queue.Queue = queue.Queue(maxsize=2)
-        self._newest_frame = _Newest()
-        self._newest_mask = _Newest()
+        self._in_flight = threading.BoundedSemaphore(self.window)
+        self._segmenting = 0  # admitted frames waiting for or in the model
+        self._jobs: queue.Queue[_Ticket] = queue.Queue()
+        self._ordered: queue.Queue[_Ticket] = queue.Queue()
+        self._lock = threading.Lock()
+        self._latencies: collections.deque[float] = collections.deque(maxlen=150)
+        self._out_times: collections.deque[float] = collections.deque(maxlen=90)
+        self._mask_age: tuple[int, float] | None = None
         self.heartbeat: dict[str, float] = {}
         self.error: BaseException | None = None
         self.frames_out = 0
-        self.fps = 0.0
+        self.frames_dropped = 0
         self.inference_ms = 0.0
         self.frame_ms = 0.0
         self.latency_ms = 0.0
         self.last_output_at = 0.0  # time.monotonic() of the newest frame out
         self.latest: Processed | None = None
 
+    @property
+    def thread_names(self) -> list[str]:
+        workers = ["segment"] + [f"segment-{i + 1}" for i in range(1, self.segment_workers)]
+        return ["capture", *workers, "compose"]
+
     def start(self) -> None:
         self.source.start(self.fmt.width, self.fmt.height, self.fmt.fps, self.pipeline.lores_size)
         self.pipeline.hardware_controls = frozenset(getattr(self.source, "hardware_controls", ()))
         self._running.set()
         now = time.monotonic()
-        for name in self.THREADS:
+        for name in self.thread_names:
             self.heartbeat[name] = now
             t = threading.Thread(target=self._guard, args=(name,), name=f"blurcam-{name}", daemon=True)
             self._threads.append(t)
@@ -201,13 +278,35 @@ class ThreadedPipeline:
     def running(self) -> bool:
         return self._running.is_set() and self.error is None
 
+    @property
+    def fps(self) -> float:
+        """Output frames per second over the recent frames."""
+        with self._lock:
+            times = list(self._out_times)
+        if len(times) < 2 or times[-1] <= times[0]:
+            return 0.0
+        return (len(times) - 1) / (times[-1] - times[0])
+
     def current_fps(self, stale_after: float = 1.0) -> float:
         """The output rate, or 0 once no frame has left for `stale_after` seconds (a stall)."""
         return self.fps if time.monotonic() - self.last_output_at < stale_after else 0.0
 
+    def stats(self) -> LiveStats:
+        with self._lock:
+            latencies = list(self._latencies)
+            age = self._mask_age
+        return LiveStats(
+            fps=self.current_fps(), latency_p50_ms=_percentile(latencies, 50),
+            latency_p95_ms=_percentile(latencies, 95),
+            mask_age_frames=age[0] if age else None, mask_age_ms=age[1] if age else None,
+            frames_out=self.frames_out, frames_dropped=self.frames_dropped,
+            inference_ms=self.inference_ms or None, segment_workers=self.segment_workers)
+
+    # --- the threads ------------------------------------------------------------------------
     def _guard(self, name: str) -> None:
+        loop = name.split("-")[0]
         try:
-            getattr(self, f"_{name}_loop")()
+            getattr(self, f"_{loop}_loop")(name)
         except BaseException as exc:  # a dead worker must be visible, not silent
             log.error("%s thread failed: %s", name, exc, exc_info=not isinstance(exc, RuntimeError))
             self.error = exc
@@ -216,72 +315,114 @@ class ThreadedPipeline:
     def _beat(self, name: str) -> None:
         self.heartbeat[name] = time.monotonic()
 
-    def _capture_loop(self) -> None:
-        while self._running.is_set():
-            frame = self.source.read()
-            self._beat("capture")
-            self._newest_frame.put(frame)
-            try:
-                self._compose_queue.put_nowait(frame)
-            except queue.Full:  # compose is behind: drop the oldest, keep latency low
-                try:
-                    self._compose_queue.get_nowait()
-                except queue.Empty:
-                    pass
-                self._compose_queue.put_nowait(frame)
+    def _count_drop(self) -> None:
+        with self._lock:
+            self.frames_dropped += 1
 
-    def _segment_loop(self) -> None:
-        seen = 0
-        while self._running.is_set():
-            self._beat("segment")
-            if not self.pipeline.needs_mask:
-                time.sleep(0.05)
-                continue
-            got = self._newest_frame.get_newer(seen, timeout=0.2)
-            if got is None:
-                continue
-            seen, frame = got
-            timings: dict[str, float] = {}
-            alpha = self.pipeline.segment(frame, timings)
-            self.inference_ms = 0.9 * self.inference_ms + 0.1 * timings["inference"] if self.inference_ms else timings["inference"]
-            self._newest_mask.put(alpha)
+    def _maybe_stall(self, name: str, iterations: int) -> None:
+        """Fault injection for the watchdog tests: BLURCAM_FAULT=stall-<loop> (stall-work-loop
+        is the compose loop) makes that loop hang after its first iterations."""
+        wanted = {"stall-work-loop": "compose"}.get(self._fault, self._fault.removeprefix("stall-"))
+        if self._fault and name == wanted and iterations > 30:
+            log.warning("fault injection: %s loop stalls now", name)
+            threading.Event().wait()
 
-    def _compose_loop(self) -> None:
-        encoder_quality = None
-        encoder = None
-        last_out = time.monotonic()
+    def _capture_loop(self, name: str) -> None:
         iterations = 0
         while self._running.is_set():
-            self._beat("compose")
+            frame = self.source.read()
+            self._beat(name)
             iterations += 1
-            if self._fault == "stall-work-loop" and iterations > 30:
-                log.warning("fault injection: compose loop stalls now")
-                threading.Event().wait()
+            self._maybe_stall(name, iterations)
+            needs_mask = self.pipeline.needs_mask
+            # Admit a frame only if a model worker is free for it and compose is not too far
+            # behind; otherwise drop it here, before any work is spent on it.
+            if (needs_mask and self._segmenting >= self.segment_workers) or not self._in_flight.acquire(blocking=False):
+                self._count_drop()
+                continue
+            ticket = _Ticket(frame, segmented=needs_mask)
+            if needs_mask:
+                with self._lock:
+                    self._segmenting += 1
+                self._jobs.put(ticket)
+            self._ordered.put(ticket)
+
+    def _segment_loop(self, name: str) -> None:
+        segmenter, key = None, None
+        iterations = 0
+        while self._running.is_set():
+            self._beat(name)
             try:
-                frame = self._compose_queue.get(timeout=0.2)
+                ticket = self._jobs.get(timeout=0.2)
             except queue.Empty:
                 continue
-            t0 = time.perf_counter()
-            alpha = None
-            if self.pipeline.needs_mask:
-                alpha = self._newest_mask.peek()
-                while alpha is None and self._running.is_set():  # only ever before the first mask
-                    got = self._newest_mask.get_newer(0, timeout=0.2)
-                    self._beat("compose")
-                    alpha = got[1] if got else None
-                if alpha is None:
-                    break
-            out = self.pipeline.finish(frame, alpha)
+            iterations += 1
+            self._maybe_stall("segment", iterations)
+            if segmenter is None or key != self.pipeline.model_key:
+                key = self.pipeline.model_key
+                segmenter = load_segmenter(*key)  # one interpreter per thread: they are not shared
+            timings: dict[str, float] = {}
+            try:
+                ticket.prob = self.pipeline.predict(ticket.frame, segmenter, timings)
+                ticket.mask_of = ticket.frame
+            finally:
+                with self._lock:
+                    self._segmenting -= 1
+                ticket.done.set()  # compose must never wait for a mask that will not come
+            ms = timings["inference"]
+            self.inference_ms = 0.9 * self.inference_ms + 0.1 * ms if self.inference_ms else ms
+
+    def _compose_loop(self, name: str) -> None:
+        encoder_quality = None
+        encoder = None
+        iterations = 0
+        while self._running.is_set():
+            self._beat(name)
+            iterations += 1
+            self._maybe_stall(name, iterations)
+            try:
+                ticket = self._ordered.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            while not ticket.done.wait(0.2):  # this frame's own mask, however long the model takes
+                self._beat(name)
+                if not self._running.is_set():
+                    return
             q = self.pipeline.settings.jpeg_quality
             if encoder is None or q != encoder_quality:
                 encoder, encoder_quality = encoder_for(self.fmt, q), q
-            self.slot.put(encoder.encode(out))
-            self.latest = Processed(frame, out, alpha)
-            now = time.monotonic()
-            self.last_output_at = now
-            self.frames_out += 1
-            dt = now - last_out
-            last_out = now
-            self.fps = (0.9 * self.fps + 0.1 / dt) if self.fps and dt > 0 else (1.0 / dt if dt > 0 else 0.0)
-            self.frame_ms = 0.9 * self.frame_ms + 0.1 * _ms(t0) if self.frame_ms else _ms(t0)
-            self.latency_ms = (now - frame.timestamp) * 1000.0
+            try:
+                self._compose_one(ticket, encoder)
+            finally:
+                self._in_flight.release()
+
+    def _compose_one(self, ticket: _Ticket, encoder) -> None:
+        frame = ticket.frame
+        t0 = time.perf_counter()
+        alpha = None
+        if self.pipeline.needs_mask:
+            if ticket.prob is None:
+                if ticket.segmented:  # the model failed on it: the worker reports the error
+                    return
+                # Admitted just before the effect needed a mask: this frame has none of its own.
+                self._count_drop()
+                return
+            alpha = self.pipeline.refine(ticket.prob)
+        out = self.pipeline.finish(frame, alpha)
+        self.slot.put(encoder.encode(out))
+        now = time.monotonic()
+        processed = Processed(frame, out, alpha)
+        self.latest = processed
+        self.last_output_at = now
+        self.frames_out += 1
+        latency = (now - frame.timestamp) * 1000.0
+        self.latency_ms = latency
+        self.frame_ms = 0.9 * self.frame_ms + 0.1 * _ms(t0) if self.frame_ms else _ms(t0)
+        with self._lock:
+            self._latencies.append(latency)
+            self._out_times.append(now)
+            source = ticket.mask_of
+            self._mask_age = None if alpha is None or source is None else (
+                frame.sequence - source.sequence, (frame.timestamp - source.timestamp) * 1000.0)
+        if self._on_output is not None:
+            self._on_output(processed)

@@ -7,8 +7,10 @@ seconds (a steady person shows whether the mask flickers), then the person sways
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -22,6 +24,8 @@ PEOPLE = ("grace_hopper", "astronaut", "cameraman")
 BACKGROUNDS = ("bookshelf", "bricks", "garden")
 SCENE_SECONDS = 10.0
 STILL_SECONDS = 3.0
+# Truth masks of a clip are kept at this fraction of the frame size (enough for IoU, and light).
+TRUTH_SCALE = 4
 
 
 def load_person(name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -135,3 +139,64 @@ class DemoSource:
 
     def set_controls(self, controls: dict[str, int]) -> None:
         pass  # the pipeline applies image controls in software for this source
+
+
+@dataclass
+class Clip:
+    """Pre-rendered demo frames with the true person mask of every frame.
+
+    `truths[i]` is frame i's person mask (bool), at 1/TRUTH_SCALE of the frame size."""
+
+    frames: list[Frame]
+    truths: list[np.ndarray]
+    fps: float
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+
+def moving_clip(width: int, height: int, lores_size: tuple[int, int], fps: float = 30.0,
+                seconds_per_scene: float = 2.0) -> Clip:
+    """Each person of the demo swaying as fast as the demo moves (the first seconds after the
+    still part), at `fps`, with truth for every frame: what live-mask checks replay."""
+    demo = DemoSource(paced=False)
+    demo.start(width, height, fps, lores_size)
+    frames, truths = [], []
+    small = (width // TRUTH_SCALE, height // TRUTH_SCALE)
+    n = max(1, round(seconds_per_scene * fps))
+    for scene in range(len(PEOPLE)):
+        for i in range(n):
+            t = scene * SCENE_SECONDS + STILL_SECONDS + i / fps
+            rgb, truth = demo.render_with_truth(t)
+            frames.append(frame_from_rgb(rgb, lores_size, 0.0, len(frames)))
+            truths.append(cv2.resize(truth, small, interpolation=cv2.INTER_AREA) > 0.5)
+    return Clip(frames, truths, fps)
+
+
+class ReplaySource:
+    """Replays frames captured beforehand, looping, paced to at most `fps`: measures the pipeline,
+    not the camera. Each read is stamped anew; `sequence` counts reads, so frame
+    `sequence % len(frames)` is the one delivered. (A source that never blocks would starve the
+    other threads of the GIL; a real camera blocks until its next frame.)"""
+
+    name = "replay"
+
+    def __init__(self, frames: list[Frame], fps: float = 240.0):
+        self._frames = frames
+        self._fps = fps
+        self._seq = -1
+
+    def start(self, *args) -> None:
+        self._pacer = Pacer(self._fps)
+
+    def read(self) -> Frame:
+        ts = self._pacer.wait()
+        self._seq += 1
+        frame = self._frames[self._seq % len(self._frames)]
+        return dataclasses.replace(frame, timestamp=ts, sequence=self._seq)
+
+    def stop(self) -> None:
+        pass
+
+    def set_controls(self, controls: dict[str, int]) -> None:
+        pass

@@ -82,3 +82,16 @@ def test_status_reports_what_the_settings_page_shows(controller):
     for key in ("state", "fps", "inference_ms", "source", "stream_format", "host_connected",
                 "uptime_s", "version", "cpu_load", "temperature_c", "throttled", "model", "precision"):
         assert key in st
+
+
+def test_status_shows_the_live_figures_of_a_running_stream(controller):
+    slot = controller.start_stream(StreamFormat("mjpeg", 640, 360, 30))
+    seq = 0
+    for _ in range(10):
+        seq = slot.get(seq, timeout=10)[0]
+    st = controller.status()
+    assert st["frames_out"] >= 10 and st["frames_dropped"] >= 0 and st["segment_workers"] >= 1
+    assert 0 < st["latency_p50_ms"] <= st["latency_p95_ms"]
+    assert st["mask_age_frames"] == 0 and st["mask_age_ms"] == 0.0  # each frame's own mask
+    controller.stop_stream()
+    assert controller.status()["latency_p50_ms"] is None
