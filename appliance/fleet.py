@@ -8,6 +8,9 @@ Tables (all optional; an empty file is valid and means "defaults everywhere"):
   [device]    hostname_pattern, e.g. "blurcam-{serial6}"
   [wifi]      country, ssid, psk, hidden
   [ssh]       authorized_keys (SSH is off unless keys are given; password login is always off)
+  [update]    signing_key, signing_cert, keyring: the update bundles' signing key and certificate
+              (PEM files on the build machine, relative to the fleet file) and the certificates
+              devices trust (default: signing_cert); none: a development key, with a warning
 
 The image carries the operator's file; a card may carry an override file with the same schema on
 its boot partition (/boot/firmware/blurcam.toml), merged key by key over the image's. `parse`, `load` and `effective` raise
@@ -29,7 +32,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from appliance.settings import SettingsError
 from appliance.settings import validate as validate_settings
@@ -208,6 +211,28 @@ class Ssh(_Table):
         return [check_ssh_key(k) for k in keys]
 
 
+class Update(_Table):
+    # Paths on the build machine (relative to the fleet file); checked by the image build, which
+    # is where they are read. The key itself never goes into the image.
+    signing_key: str | None = None
+    signing_cert: str | None = None
+    keyring: str | None = None
+
+    @field_validator("signing_key", "signing_cert", "keyring")
+    @classmethod
+    def _path(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "\n" in value):
+            raise ValueError("must be the path of a PEM file")
+        return value
+
+    @model_validator(mode="after")
+    def _pair(self) -> Update:
+        if (self.signing_key is None) != (self.signing_cert is None):
+            raise ValueError("signing_key and signing_cert go together: give both, or neither "
+                             "for a development key")
+        return self
+
+
 class Fleet(_Table):
     settings: dict[str, Any] = Field(default_factory=dict)
     usb: Usb = Field(default_factory=Usb)
@@ -215,6 +240,7 @@ class Fleet(_Table):
     device: Device = Field(default_factory=Device)
     wifi: Wifi | None = None
     ssh: Ssh = Field(default_factory=Ssh)
+    update: Update = Field(default_factory=Update)
 
 
 def _field_name(loc: tuple) -> str:

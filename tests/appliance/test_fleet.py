@@ -170,3 +170,11 @@ def test_an_invalid_fleet_file_stops_the_build_before_anything_is_built(tmp_path
     assert r.returncode == 1
     assert "device.hostname_pattern" in r.stderr and "wifi.ssid: is required" in r.stderr
     assert "nothing was built" in r.stderr and not (tmp_path / "out").exists()
+
+
+def test_the_update_signing_key_and_certificate_go_together():
+    assert fleet.parse({"update": {"signing_key": "k.pem", "signing_cert": "c.pem"}}).update.signing_cert == "c.pem"
+    assert fleet.parse({}).update.signing_key is None  # none: the build uses a development key
+    assert "go together" in errors_of({"update": {"signing_key": "k.pem"}})["update"]
+    assert "go together" in errors_of({"update": {"signing_cert": "c.pem"}})["update"]
+    assert "unknown key" in errors_of({"update": {"key": "k.pem"}})["update.key"]

@@ -157,10 +157,31 @@ def test_booting_a_good_slot_writes_nothing(device, tmp_path, short_dir):
     assert not (tmp_path / "rebooted").exists()
 
 
-def test_the_development_key_is_made_once_and_announced_loudly(tmp_path):
-    first = subprocess.run([str(UPDATE_DIR / "dev-key.sh"), str(tmp_path)], capture_output=True, text=True, check=True)
-    second = subprocess.run([str(UPDATE_DIR / "dev-key.sh"), str(tmp_path)], capture_output=True, text=True, check=True)
-    assert first.stdout == second.stdout  # the same key: the image's keyring matches later bundles
-    key, cert = (Path(p) for p in first.stdout.split())
-    assert key.stat().st_mode & 0o077 == 0 and cert.exists()
+def signing_key(fleet_file: Path, cache: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([str(UPDATE_DIR / "signing-key.sh"), str(fleet_file), str(cache)],
+                          capture_output=True, text=True)
+
+
+def test_without_a_fleet_key_a_development_key_is_made_once_and_announced_loudly(tmp_path):
+    fleet_file = tmp_path / "fleet.toml"
+    fleet_file.write_text("[usb]\nproduct = \"X\"\n")
+    first, second = signing_key(fleet_file, tmp_path / "cache"), signing_key(fleet_file, tmp_path / "cache")
+    assert first.returncode == 0 and first.stdout == second.stdout  # the image's keyring matches later bundles
+    key, cert, keyring = (Path(p) for p in first.stdout.split())
+    assert key.stat().st_mode & 0o077 == 0 and cert == keyring
     assert "WARNING" in first.stderr and "DEVELOPMENT key" in first.stderr and "WARNING" in second.stderr
+
+
+def test_the_fleet_key_is_used_when_named_and_checked(tmp_path, keys):
+    fleet_file = tmp_path / "fleet.toml"
+    (key, cert), (other_key, _) = keys["fleet"], keys["other"]
+    fleet_file.write_text(f'[update]\nsigning_key = "{key}"\nsigning_cert = "{cert}"\n')
+    chosen = signing_key(fleet_file, tmp_path / "cache")
+    assert chosen.returncode == 0 and chosen.stdout.split() == [str(key), str(cert), str(cert)]
+    assert "WARNING" not in chosen.stderr
+    fleet_file.write_text(f'[update]\nsigning_key = "{other_key}"\nsigning_cert = "{cert}"\n')
+    mismatched = signing_key(fleet_file, tmp_path / "cache")
+    assert mismatched.returncode != 0 and "is not the key of" in mismatched.stderr
+    fleet_file.write_text('[update]\nsigning_key = "missing.pem"\nsigning_cert = "c.pem"\n')
+    missing = signing_key(fleet_file, tmp_path / "cache")
+    assert missing.returncode != 0 and "missing.pem" in missing.stderr and "cannot be read" in missing.stderr
