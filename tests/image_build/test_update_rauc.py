@@ -114,6 +114,14 @@ def gadget_dir(where: Path, udc: str) -> Path:
     return gadget
 
 
+def test_a_freshly_installed_slot_is_the_next_boot_with_a_single_attempt(device):
+    device.set_slot_state(GOOD_A)
+    device.start(booted="A")
+    subprocess.run(["rauc", "status", "mark-active", "other"], check=True, capture_output=True)  # install's last step
+    assert device.slot_state() == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "1"}
+    assert update.slot_state().primary == "B"
+
+
 def test_a_healthy_slot_on_trial_is_marked_good(device, appliance_daemon, tmp_path):
     device.set_slot_state(TRIAL_B)
     device.start(booted="B")
