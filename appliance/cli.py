@@ -11,11 +11,30 @@ from appliance import __version__
 
 DEFAULT_STATE_DIR = Path("/var/lib/blurcam")
 DEFAULT_FLEET_FILE = Path("/etc/blurcam/fleet.toml")
+DEFAULT_CONTROL_SOCKET = Path("/run/blurcam/control.sock")
+DEFAULT_WEB_LISTEN = "127.0.0.1:8080"  # the device's unit listens on 0.0.0.0:80 explicitly
+DEFAULT_WEB_STATE_DIR = Path("/var/lib/blurcam-web")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=("general", "landscape"), default="general")
     p.add_argument("--precision", choices=("int8", "float"), default="int8")
+
+
+def add_web_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `blurcam web` options (web/server.py's own command line uses them too)."""
+    parser.add_argument("--listen", default=DEFAULT_WEB_LISTEN, metavar="HOST:PORT",
+                        help="address to serve the page on")
+    parser.add_argument("--control-socket", type=Path, default=None, metavar="PATH",
+                        help=f"the daemon's control socket (default: STATE_DIR/control.sock with "
+                             f"--state-dir, else {DEFAULT_CONTROL_SOCKET})")
+    parser.add_argument("--state-dir", type=Path, default=None, metavar="DIR",
+                        help=f"where the password hash and session key live (default {DEFAULT_WEB_STATE_DIR})")
+    parser.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE, metavar="PATH",
+                        help="fleet config with [web] admin_password_hash and metrics_token")
+    parser.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                        help="another name the page may be reached by, e.g. a TLS proxy's "
+                             "(repeatable; its own names and addresses are always allowed)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,11 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(selftest)
 
     web = sub.add_parser("web", help="the settings page (talks to the daemon over its control socket)")
-    web.add_argument("--listen", default="127.0.0.1:8080", metavar="HOST:PORT")
-    web.add_argument("--control-socket", type=Path, default=None)
-    web.add_argument("--state-dir", type=Path, default=None,
-                     help="where the web process keeps its password hash and session key")
-    web.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
+    add_web_arguments(web)
 
     gadget = sub.add_parser("gadget", help="build, remove or show the USB gadget (configfs)")
     gadget.add_argument("action", choices=("up", "down", "status"))

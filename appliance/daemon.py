@@ -335,6 +335,13 @@ def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_so
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
 
+    if web_listen:  # a taken port ends the start in one line, before the camera or a password
+        from web.server import check_listen
+        try:
+            check_listen(web_listen)
+        except (ValueError, OSError) as exc:
+            log.error("cannot start: %s", exc)
+            return 2
     try:
         controller = Controller(state_dir, fleet_file, source, fault=os.environ.get("BLURCAM_FAULT", ""))
         controller.pipeline.segmenter  # load the model now: a broken model fails the start, loudly

@@ -54,7 +54,7 @@ def loads(data: bytes | str) -> Any:
         value = json.loads(text, parse_int=lambda s: _number(s, int),
                            parse_float=lambda s: _number(s, float), parse_constant=_constant)
     except UnicodeDecodeError:
-        raise JsonError("not UTF-8 text") from None
+        raise JsonError("not valid JSON (not UTF-8 text)") from None
     except RecursionError:
         raise JsonError(f"nested more than {MAX_DEPTH} levels deep") from None
     except JsonError:

@@ -11,7 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, jsonify, request
+from flask import Flask, current_app, jsonify, request
 from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
@@ -19,10 +19,14 @@ from werkzeug.exceptions import HTTPException
 from appliance.control import ControlClient
 from appliance.settings import write_atomically
 
-from . import api, auth, views
+from . import api, auth, network, views
 
 SECRET_KEY_FILE = "web-secret.key"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
+MAX_BODY_BYTES = 64 * 1024  # every request body but an upload's
+# What a multipart upload adds around the file: the WSGI server refuses anything larger unread.
+MAX_REQUEST_BYTES = MAX_UPLOAD_BYTES + 64 * 1024
+WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 # No inline script or style anywhere: the page's JS and CSS are files under /static.
 CONTENT_SECURITY_POLICY = ("default-src 'self'; script-src 'self'; style-src 'self'; "
@@ -57,12 +61,17 @@ def _load_secret_key(state_dir: Path) -> bytes:
 
 def create_app(config: dict[str, Any]) -> Flask:
     """Build the app. Required: STATE_DIR, and CONTROL_SOCKET (or a CONTROL client object).
-    Optional: FLEET_FILE, ADMIN_PASSWORD, MAX_CONTENT_LENGTH, LOGIN_THROTTLE (a LoginThrottle)."""
+    Optional: FLEET_FILE, ADMIN_PASSWORD, ALLOWED_HOSTS (names besides the device's own),
+    NETWORK (a network.DeviceNetwork), LOGIN_THROTTLE (a LoginThrottle), MAX_CONTENT_LENGTH
+    (bodies of UPLOAD_ENDPOINTS; every other body is held to MAX_BODY_BYTES)."""
     app = Flask(__name__)
     state_dir = Path(config["STATE_DIR"])
     state_dir.mkdir(parents=True, exist_ok=True)
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
+        MAX_BODY_BYTES=MAX_BODY_BYTES,
+        # Endpoints that take a file; a blueprint that adds one puts its endpoint name here.
+        UPLOAD_ENDPOINTS={"api.upload_background"},
         SESSION_COOKIE_NAME="blurcam_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Strict",
@@ -86,9 +95,16 @@ def create_app(config: dict[str, Any]) -> Flask:
         state_dir, config.get("FLEET_FILE"), config.get("ADMIN_PASSWORD"))
     app.extensions["blurcam.sessions"] = auth.SessionRegistry(
         app.config["PERMANENT_SESSION_LIFETIME"].total_seconds())
-    app.extensions["blurcam.throttle"] = config.get("LOGIN_THROTTLE") or auth.LoginThrottle()
+    app.extensions["blurcam.network"] = config.get("NETWORK") or network.DeviceNetwork(
+        config.get("ALLOWED_HOSTS", ()))
+    app.extensions["blurcam.throttle"] = config.get("LOGIN_THROTTLE") or auth.LoginThrottle(
+        trusted=app.extensions["blurcam.network"].is_local_link)
 
-    # The login check runs before the CSRF check, so a stranger gets 401, not a CSRF message.
+    # Order matters: a foreign Host or Origin is refused before anything else, the body limit is
+    # set before anything reads the body, and the login check runs before the CSRF check (a
+    # stranger gets 401, not a CSRF message).
+    app.before_request(_only_own_host_and_origin)
+    app.before_request(_limit_body)
     app.before_request(auth.login_required_everywhere)
     csrf = CSRFProtect(app)
     app.register_blueprint(auth.bp)
@@ -100,6 +116,32 @@ def create_app(config: dict[str, Any]) -> Flask:
     app.register_error_handler(CSRFError, _csrf_error)
     app.register_error_handler(HTTPException, _http_error)
     return app
+
+
+def _refuse(code: int, summary: str, field: str, reason: str):
+    if request.path.startswith("/api/"):
+        return jsonify(error=summary, errors={field: reason}), code
+    return views.error_page(code, f"{summary}: {reason}")
+
+
+def _only_own_host_and_origin():
+    """Against DNS rebinding and cross-site writes: see web/network.py."""
+    net: network.DeviceNetwork = current_app.extensions["blurcam.network"]
+    host = request.headers.get("Host", "")
+    if not net.is_own_host(host):
+        return _refuse(400, "unknown host", "Host",
+                       f"{host!r} is not a name or address of this device; use its own name "
+                       "(hostname or hostname.local) or IP address")
+    origin = request.headers.get("Origin")
+    if request.method in WRITE_METHODS and origin is not None and not network.same_origin(origin, host):
+        return _refuse(403, "cross-origin request refused", "Origin",
+                       f"a write from {origin!r} to {host!r}: only this device's own page may write")
+    return None
+
+
+def _limit_body():
+    if request.endpoint not in current_app.config["UPLOAD_ENDPOINTS"]:
+        request.max_content_length = current_app.config["MAX_BODY_BYTES"]
 
 
 def _security_headers(response):
@@ -128,7 +170,10 @@ def _http_error(exc: HTTPException):
         body: dict[str, Any] = {"error": exc.name}
         if exc.code == 413:
             limit = request.max_content_length or MAX_UPLOAD_BYTES
-            body["errors"] = {"image": f"upload larger than the {limit // (1024 * 1024)} MiB limit"}
+            if request.endpoint in current_app.config["UPLOAD_ENDPOINTS"]:
+                body["errors"] = {"image": f"upload larger than the {limit // (1024 * 1024)} MiB limit"}
+            else:
+                body["errors"] = {"body": f"request body larger than the {limit // 1024} KiB limit"}
         elif exc.description:
             body["detail"] = exc.description
         return jsonify(body), exc.code

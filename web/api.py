@@ -5,7 +5,6 @@ Every error is JSON: {"error": summary, "errors": {field: reason}} for bad input
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from typing import Any
@@ -13,6 +12,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from flask_wtf.csrf import generate_csrf
 
+from appliance import safejson
 from appliance.control import PREVIEW_VIEWS, ControlClient, ControlError
 from appliance.settings import Settings, SettingsError
 
@@ -44,9 +44,9 @@ def json_object() -> dict[str, Any]:
     if not request.is_json:
         raise BadJson("send a JSON object with Content-Type: application/json")
     try:
-        data = json.loads(request.get_data(cache=False) or b"")
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadJson(f"not valid JSON ({exc})") from None
+        data = safejson.loads(request.get_data(cache=False) or b"")
+    except safejson.JsonError as exc:
+        raise BadJson(str(exc)) from None
     if not isinstance(data, dict):
         raise BadJson(f"expected a JSON object, got {type(data).__name__}")
     return data
@@ -67,6 +67,12 @@ def _control_error(exc: ControlError):
     return jsonify(error="camera service not available", detail=str(exc)), 503
 
 
+def _throttled(wait: float, field: str):
+    retry = int(wait) + 1
+    return (jsonify(error="too many wrong passwords", errors={field: f"try again in {retry} s"}),
+            429, {"Retry-After": str(retry)})
+
+
 @bp.post("/login")
 def login():
     body = json_object()
@@ -74,9 +80,7 @@ def login():
         return bad_request({"password": "required, a string"})
     outcome, wait = auth.attempt_login(body["password"])
     if outcome == auth.LoginOutcome.THROTTLED:
-        retry = int(wait) + 1
-        return (jsonify(error="too many failed logins", errors={"password": f"try again in {retry} s"}),
-                429, {"Retry-After": str(retry)})
+        return _throttled(wait, "password")
     if outcome == auth.LoginOutcome.WRONG:
         return jsonify(error="wrong password", errors={"password": "wrong password"}), 401
     return jsonify(csrf_token=generate_csrf())
@@ -92,9 +96,13 @@ def logout():
 def change_password():
     body = json_object()
     try:
-        auth.passwords().change(body.get("current_password"), body.get("new_password"))
+        outcome, wait = auth.attempt_password_change(body.get("current_password"), body.get("new_password"))
     except auth.PasswordError as exc:
         return bad_request({exc.field: exc.reason}, "password not changed")
+    if outcome == auth.LoginOutcome.THROTTLED:
+        return _throttled(wait, "current_password")
+    if outcome == auth.LoginOutcome.WRONG:
+        return bad_request({"current_password": "wrong password"}, "password not changed")
     # Every other session ends with the old password; this one continues with a new token.
     auth.end_all_sessions()
     return jsonify(csrf_token=auth.start_session())

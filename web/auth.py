@@ -135,12 +135,21 @@ class PasswordStore:
 
 
 class LoginThrottle:
-    """Limits failed logins per client address, plus a device-wide cap against spread guessing."""
+    """Limits password guesses (logins and password changes) per client address, plus a
+    device-wide cap against guessing spread over many addresses.
+
+    Each attempt is counted when it starts, before the slow hash, so a burst of parallel tries
+    cannot slip past the limit; a right password then takes its count back. Clients for which
+    `trusted(address)` holds (this machine, the computer at the other end of the USB cable) are
+    held to their own limit only: guessing from the network never locks the owner out there.
+    """
 
     def __init__(self, per_client: int = 5, overall: int = 30, window_s: float = 60.0,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic,
+                 trusted: Callable[[str], bool] = lambda client: False):
         self.per_client, self.overall, self.window_s, self.clock = per_client, overall, window_s, clock
-        self._failures: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
+        self.trusted = trusted
+        self._attempts: dict[str, collections.deque[float]] = collections.defaultdict(collections.deque)
         self._all: collections.deque[float] = collections.deque()
         self._lock = threading.Lock()
 
@@ -148,31 +157,45 @@ class LoginThrottle:
         while times and times[0] <= now - self.window_s:
             times.popleft()
 
-    def retry_after(self, client: str) -> float:
-        """Seconds until `client` may try again; 0 when it may try now."""
+    def begin(self, client: str) -> float:
+        """Start a guess: 0 (and the guess is counted as failed until `succeeded`), or the seconds
+        until `client` may try again."""
         now = self.clock()
+        trusted = self.trusted(client)
         with self._lock:
-            mine = self._failures[client]
+            mine = self._attempts[client]
             self._expire(mine, now)
             self._expire(self._all, now)
             waits = [0.0]
             if len(mine) >= self.per_client:
                 waits.append(mine[0] + self.window_s - now)
-            if len(self._all) >= self.overall:
+            if not trusted and len(self._all) >= self.overall:
                 waits.append(self._all[0] + self.window_s - now)
-            if not mine:
-                del self._failures[client]  # keeps the table from growing with every address
-            return max(waits)
-
-    def failed(self, client: str) -> None:
-        now = self.clock()
-        with self._lock:
-            self._failures[client].append(now)
-            self._all.append(now)
+            wait = max(waits)
+            if wait > 0:
+                if not mine:
+                    del self._attempts[client]  # keeps the table from growing with every address
+                return wait
+            mine.append(now)
+            if not trusted:
+                self._all.append(now)
+            return 0.0
 
     def succeeded(self, client: str) -> None:
+        """The guess was right: this client starts afresh and its guess leaves the overall count."""
         with self._lock:
-            self._failures.pop(client, None)
+            mine = self._attempts.pop(client, None)
+            if mine and mine[-1] in self._all:
+                self._all.remove(mine[-1])
+
+    def not_a_guess(self, client: str) -> None:
+        """The attempt never reached the password check (e.g. the new password was too short)."""
+        with self._lock:
+            mine = self._attempts.get(client)
+            if mine:
+                last = mine.pop()
+                if last in self._all:
+                    self._all.remove(last)
 
 
 class SessionRegistry:
@@ -232,15 +255,33 @@ class LoginOutcome:
 def attempt_login(password: object) -> tuple[str, float]:
     """Check a password, honouring the throttle; on success start a fresh session."""
     client = request.remote_addr or "unknown"
-    wait = _throttle().retry_after(client)
+    wait = _throttle().begin(client)
     if wait > 0:
         return LoginOutcome.THROTTLED, wait
     if not passwords().check(password):
-        _throttle().failed(client)
         log.warning("failed login from %s", client)
         return LoginOutcome.WRONG, 0.0
     _throttle().succeeded(client)
     start_session()
+    return LoginOutcome.OK, 0.0
+
+
+def attempt_password_change(current: object, new: object) -> tuple[str, float]:
+    """Change the password if `current` is right, honouring the same throttle as logins.
+    PasswordError for a refused change (a wrong current password is also WRONG)."""
+    client = request.remote_addr or "unknown"
+    wait = _throttle().begin(client)
+    if wait > 0:
+        return LoginOutcome.THROTTLED, wait
+    try:
+        passwords().change(current, new)
+    except PasswordError as exc:
+        if exc.field == "current_password":
+            log.warning("wrong current password in a password change from %s", client)
+            return LoginOutcome.WRONG, 0.0
+        _throttle().not_a_guess(client)
+        raise
+    _throttle().succeeded(client)
     return LoginOutcome.OK, 0.0
 
 
@@ -277,8 +318,13 @@ bp = Blueprint("auth", __name__)
 
 
 def _safe_next(target: str | None) -> str:
-    # Only local paths: an attacker's link must not bounce the user to another site.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+    """Only a path on this site: an attacker's link must not bounce the user to another one.
+
+    Browsers drop tabs and newlines from URLs and read a backslash as a slash, so '/%09/evil' (a
+    tab) is '//evil', another site: anything but printable ASCII, and any backslash, is refused.
+    """
+    if (target and target.startswith("/") and not target.startswith("//") and target.isascii()
+            and target.isprintable() and " " not in target and "\\" not in target):
         return target
     return url_for("views.settings_page")
 

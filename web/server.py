@@ -5,18 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
 from pathlib import Path
 
 import waitress
 
-from . import create_app
+from appliance.cli import (DEFAULT_CONTROL_SOCKET, DEFAULT_FLEET_FILE, DEFAULT_WEB_STATE_DIR,
+                           add_web_arguments)
+
+from . import MAX_REQUEST_BYTES, create_app
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LISTEN = "0.0.0.0:80"
-DEFAULT_CONTROL_SOCKET = "/run/blurcam/control.sock"
-DEFAULT_STATE_DIR = "/var/lib/blurcam-web"
-DEFAULT_FLEET_FILE = "/etc/blurcam/fleet.toml"
 # Enough for three preview polls, a status poll and a settings change from two browsers at once.
 THREADS = 8
 
@@ -29,40 +29,58 @@ def parse_listen(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
-def serve(listen: str, control_socket: str | os.PathLike, state_dir: str | os.PathLike,
-          fleet_file: str | os.PathLike | None = DEFAULT_FLEET_FILE) -> None:
-    """Run the web process until it is stopped. BLURCAM_ADMIN_PASSWORD, if set, is the password."""
+def listen_socket(listen: str) -> socket.socket:
+    """A socket bound and listening on `listen`, or OSError in one sentence (port taken, ...)."""
     host, port = parse_listen(listen)
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as exc:
+        raise OSError(f"cannot serve the settings page on {listen}: unknown host ({exc.strerror})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot serve the settings page on {listen}: "
+                      f"{(exc.strerror or str(exc)).lower()}") from None
+    return sock
+
+
+def check_listen(listen: str) -> None:
+    """Raise what listen_socket would (for `blurcam run --web`, before it starts anything)."""
+    listen_socket(listen).close()
+
+
+def serve(listen: str, control_socket: str | os.PathLike, state_dir: str | os.PathLike,
+          fleet_file: str | os.PathLike | None = DEFAULT_FLEET_FILE,
+          allowed_hosts: list[str] | None = None) -> None:
+    """Run the web process until it is stopped. BLURCAM_ADMIN_PASSWORD, if set, is the password."""
+    # The port first: a busy port must not cost a generated password nobody will ever see.
+    sock = listen_socket(listen)
     app = create_app({
         "STATE_DIR": Path(state_dir),
         "CONTROL_SOCKET": Path(control_socket),
         "FLEET_FILE": Path(fleet_file) if fleet_file else None,
         "ADMIN_PASSWORD": os.environ.get("BLURCAM_ADMIN_PASSWORD") or None,
+        "ALLOWED_HOSTS": allowed_hosts or [],
     })
-    log.info("settings page on http://%s:%d (control socket %s)", host, port, control_socket)
-    waitress.serve(app, host=host, port=port, threads=THREADS, ident="blurcam",
+    log.info("settings page on http://%s/ (control socket %s)", listen, control_socket)
+    waitress.serve(app, sockets=[sock], threads=THREADS, ident="blurcam",
                    # Slow clients must not hold threads: waitress buffers, the app never blocks on them.
-                   channel_timeout=60, clear_untrusted_proxy_headers=True)
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The `blurcam web` options (shared with appliance/cli.py)."""
-    parser.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
-                        help=f"address to serve the page on (default {DEFAULT_LISTEN})")
-    parser.add_argument("--control-socket", default=DEFAULT_CONTROL_SOCKET, metavar="PATH",
-                        help=f"the daemon's control socket (default {DEFAULT_CONTROL_SOCKET})")
-    parser.add_argument("--state-dir", default=DEFAULT_STATE_DIR, metavar="DIR",
-                        help=f"where the password hash and session key live (default {DEFAULT_STATE_DIR})")
-    parser.add_argument("--fleet-file", default=DEFAULT_FLEET_FILE, metavar="PATH",
-                        help=f"fleet config with [web] admin_password_hash (default {DEFAULT_FLEET_FILE})")
+                   channel_timeout=60, clear_untrusted_proxy_headers=True,
+                   # A body larger than the largest upload is refused from its Content-Length, unread.
+                   max_request_body_size=MAX_REQUEST_BYTES)
 
 
 def main(argv: list[str] | argparse.Namespace | None = None) -> int:
     """`blurcam web`: from a command line, or from arguments appliance/cli.py already parsed."""
     if isinstance(argv, argparse.Namespace):
         return run(argv)
-    parser = argparse.ArgumentParser(prog="blurcam web", description=__doc__)
-    add_arguments(parser)
+    parser = argparse.ArgumentParser(prog="blurcam web", description=__doc__,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    add_web_arguments(parser)
     args = parser.parse_args(argv)
     return run(args)
 
@@ -73,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         serve(args.listen, args.control_socket or DEFAULT_CONTROL_SOCKET,
-              args.state_dir or DEFAULT_STATE_DIR, args.fleet_file)
+              args.state_dir or DEFAULT_WEB_STATE_DIR, args.fleet_file, args.allow_host)
     except (ValueError, OSError) as exc:
         log.error("blurcam web: %s", exc)
         return 2

@@ -26,9 +26,15 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_app(tmp_path, daemon, clock):
+def web_daemon(daemon):
+    """The control socket the app talks to; a test module may return demo_daemon here instead."""
+    return daemon
+
+
+@pytest.fixture
+def make_app(tmp_path, web_daemon, clock):
     def make(**config):
-        return create_app({"STATE_DIR": tmp_path / "web", "CONTROL_SOCKET": daemon.path,
+        return create_app({"STATE_DIR": tmp_path / "web", "CONTROL_SOCKET": web_daemon.path,
                            "ADMIN_PASSWORD": PASSWORD, "LOGIN_THROTTLE": LoginThrottle(clock=clock),
                            **config})
     return make

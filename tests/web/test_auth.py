@@ -99,7 +99,7 @@ def test_logout_needs_the_csrf_token(client):
 
 
 def test_session_cookie_is_httponly_and_samesite_strict_and_secure_only_over_https(make_app):
-    app = make_app()
+    app = make_app(ALLOWED_HOSTS=["cam.local"])  # the name of a TLS proxy in front of the page
     plain = app.test_client().post("/api/login", json={"password": PASSWORD})
     cookie = plain.headers["Set-Cookie"]
     assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
@@ -123,10 +123,10 @@ def test_the_throttle_also_caps_guesses_spread_over_many_addresses():
     now = [0.0]
     throttle = LoginThrottle(per_client=5, overall=30, window_s=60, clock=lambda: now[0])
     for i in range(30):
-        throttle.failed(f"10.0.{i}.1")
-    assert throttle.retry_after("10.9.9.9") == pytest.approx(60.0)
+        assert throttle.begin(f"10.0.{i}.1") == 0
+    assert throttle.begin("10.9.9.9") == pytest.approx(60.0)
     now[0] = 60.5
-    assert throttle.retry_after("10.9.9.9") == 0
+    assert throttle.begin("10.9.9.9") == 0
 
 
 def test_the_html_login_form_needs_its_csrf_token_and_redirects_home(client):

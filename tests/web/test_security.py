@@ -1,0 +1,182 @@
+"""What an attacker tries against the page and its API, against the real daemon (demo camera)."""
+
+from __future__ import annotations
+
+import re
+import socket
+import threading
+from urllib.parse import unquote
+
+import psutil
+import pytest
+from werkzeug.security import generate_password_hash
+
+from web import MAX_BODY_BYTES, create_app
+from web.auth import LoginThrottle
+from web.network import DeviceNetwork
+
+from .conftest import PASSWORD, log_in
+
+
+@pytest.fixture
+def web_daemon(demo_daemon):
+    return demo_daemon
+
+
+def own_lan_address() -> str | None:
+    for name, addrs in psutil.net_if_addrs().items():
+        for addr in addrs:
+            if addr.family == socket.AF_INET and name != "lo":
+                return addr.address
+    return None
+
+
+# ---- open redirect after login ----
+
+def form_token(client) -> str:
+    page = client.get("/login").get_data(as_text=True)
+    return re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)
+
+
+@pytest.mark.parametrize("encoded", [
+    "/%09/evil.example", "/%0d/x", "/%0a/evil.example", "//evil.example", "/%5Cevil.example",
+    "https://evil.example/", "/%2F/evil.example", "%20//evil.example", "javascript:alert(1)",
+])
+def test_login_never_redirects_to_another_site_or_fails_on_a_crafted_next(client, encoded):
+    response = client.post("/login", data={"password": PASSWORD, "csrf_token": form_token(client),
+                                           "next": unquote(encoded)})
+    assert response.status_code == 302 and response.headers["Location"] == "/"
+    again = client.get(f"/login?next={encoded}")  # logged in already: straight on
+    assert again.status_code == 302 and again.headers["Location"] == "/"
+
+
+def test_login_still_returns_to_the_page_the_user_came_from(client):
+    response = client.post("/login", data={"password": PASSWORD, "csrf_token": form_token(client),
+                                           "next": "/?view=mask"})
+    assert response.headers["Location"] == "/?view=mask"
+
+
+# ---- DNS rebinding: only the device's own names ----
+
+@pytest.mark.parametrize("path", ["/login", "/api/status", "/static/app.js"])
+def test_a_foreign_host_name_is_refused_on_every_path(client, path):
+    response = client.get(path, headers={"Host": "evil.example"})
+    assert response.status_code == 400
+    assert b"evil.example" in response.data and b"not a name or address of this device" in response.data
+
+
+def test_a_foreign_host_name_cannot_log_in_or_use_the_api(client, demo_controller):
+    response = client.post("/api/login", json={"password": PASSWORD}, headers={"Host": "evil.example:80"})
+    assert response.status_code == 400 and "Host" in response.json["errors"]
+    assert "Set-Cookie" not in response.headers
+    user = log_in(client)
+    changed = user.put("/api/settings", json={"mirror": True}, headers={"Host": "evil.example"})
+    assert changed.status_code == 400 and demo_controller.settings.current.mirror is False
+
+
+def test_the_device_answers_to_its_own_names_and_addresses(client):
+    hostname = socket.gethostname()
+    names = ["localhost", "localhost:8080", "127.0.0.1", "127.0.0.1:80", "[::1]:8080", hostname,
+             f"{hostname.split('.')[0]}.local", f"{hostname.upper()}.LOCAL.:80"]
+    if own_lan_address():
+        names.append(f"{own_lan_address()}:80")
+    for host in names:
+        assert client.get("/login", headers={"Host": host}).status_code == 200, host
+
+
+def test_names_the_operator_allows_are_served_too(make_app):
+    client = make_app(ALLOWED_HOSTS=["cam.example.org"]).test_client()
+    assert client.get("/login", headers={"Host": "cam.example.org"}).status_code == 200
+    assert client.get("/login", headers={"Host": "cam.example.org.evil"}).status_code == 400
+
+
+def test_a_write_from_another_origin_is_refused_and_changes_nothing(user, demo_controller):
+    for origin in ("http://evil.example", "null", "http://localhost.evil.example", "http://localhost:9999"):
+        response = user.put("/api/settings", json={"mirror": True}, headers={"Origin": origin})
+        assert response.status_code == 403 and "Origin" in response.json["errors"], origin
+    assert demo_controller.settings.current.mirror is False
+    same = user.put("/api/settings", json={"mirror": True}, headers={"Origin": "http://localhost"})
+    assert same.status_code == 200 and demo_controller.settings.current.mirror is True
+    assert user.put("/api/settings", json={"mirror": False}).status_code == 200  # no Origin: curl
+
+
+# ---- bad bodies: a 400 naming why, never a 500 ----
+
+@pytest.mark.parametrize("body, reason", [
+    (b'{"blur_strength": ' + b"[" * 5000 + b"]" * 5000 + b"}", "nested more than 32 levels deep"),
+    (b'{"a": ' + b"{\"a\": " * 40 + b"1" + b"}" * 41, "nested more than 32 levels deep"),
+    (b'{"blur_strength": ' + b"7" * 5001 + b"}", "a number with 5001 characters"),
+    (b'{"blur_strength": 1e999}', "out of range"),
+    (b'{"blur_strength": NaN}', "NaN is not a JSON number"),
+])
+def test_a_hostile_json_body_is_a_400_naming_the_body(user, demo_controller, body, reason):
+    before = demo_controller.settings.current
+    for method, path in (("put", "/api/settings"), ("post", "/api/login"), ("post", "/api/password")):
+        response = getattr(user, method)(path, data=body, content_type="application/json")
+        assert response.status_code == 400, (path, response.data[:200])
+        assert reason in response.json["errors"]["body"]
+    assert demo_controller.settings.current == before
+
+
+def test_a_body_over_the_limit_is_refused_before_it_is_parsed(client, user):
+    big = b'{"password": "' + b"x" * MAX_BODY_BYTES + b'"}'
+    response = client.post("/api/login", data=big, content_type="application/json")
+    assert response.status_code == 413 and "64 KiB" in response.json["errors"]["body"]
+    response = user.put("/api/settings", data=big, content_type="application/json")
+    assert response.status_code == 413
+
+
+# ---- password guessing ----
+
+@pytest.fixture
+def slow_hash_app(tmp_path, demo_daemon, clock):
+    """The password checked by scrypt, as on a device (BLURCAM_ADMIN_PASSWORD is checked fast)."""
+    fleet = tmp_path / "fleet.toml"
+    fleet.write_text(f'[web]\nadmin_password_hash = "{generate_password_hash(PASSWORD)}"\n')
+    return create_app({"STATE_DIR": tmp_path / "web", "CONTROL_SOCKET": demo_daemon.path,
+                       "FLEET_FILE": fleet, "LOGIN_THROTTLE": LoginThrottle(clock=clock)})
+
+
+def test_a_burst_of_parallel_guesses_gets_no_more_checks_than_the_limit(slow_hash_app):
+    answers: list[int] = []
+
+    def guess():
+        client = slow_hash_app.test_client()
+        answers.append(client.post("/api/login", json={"password": "guess"}).status_code)
+
+    burst = [threading.Thread(target=guess) for _ in range(20)]
+    for thread in burst:
+        thread.start()
+    for thread in burst:
+        thread.join()
+    assert sorted(answers) == [401] * 5 + [429] * 15
+
+
+def test_wrong_current_passwords_in_a_password_change_are_limited_like_logins(slow_hash_app, clock):
+    user = log_in(slow_hash_app.test_client())
+    short = {"current_password": PASSWORD, "new_password": "short"}
+    for _ in range(6):  # a refused new password is no guess at the current one
+        assert user.post("/api/password", json=short).status_code == 400
+    for _ in range(5):
+        wrong = user.post("/api/password", json={"current_password": "guess", "new_password": "long-enough"})
+        assert wrong.status_code == 400 and wrong.json["errors"] == {"current_password": "wrong password"}
+    blocked = user.post("/api/password", json={"current_password": PASSWORD, "new_password": "long-enough"})
+    assert blocked.status_code == 429 and "try again" in blocked.json["errors"]["current_password"]
+    assert int(blocked.headers["Retry-After"]) > 0
+    clock.now += 61
+    changed = user.post("/api/password", json={"current_password": PASSWORD, "new_password": "long-enough"})
+    assert changed.status_code == 200
+
+
+def test_guessing_from_many_addresses_never_locks_out_the_owner_on_this_machine(make_app, clock):
+    app = make_app(LOGIN_THROTTLE=LoginThrottle(clock=clock, trusted=DeviceNetwork().is_local_link))
+    client = app.test_client()
+    for host in range(6):
+        for _ in range(5):
+            answer = client.post("/api/login", json={"password": "guess"},
+                                 environ_base={"REMOTE_ADDR": f"192.0.2.{host + 1}"})
+            assert answer.status_code == 401
+    stranger = client.post("/api/login", json={"password": PASSWORD}, environ_base={"REMOTE_ADDR": "192.0.2.99"})
+    assert stranger.status_code == 429  # the device-wide cap holds for the network ...
+    owner = client.post("/api/login", json={"password": PASSWORD}, environ_base={"REMOTE_ADDR": "127.0.0.1"})
+    assert owner.status_code == 200  # ... but not for this machine (nor the USB link)
