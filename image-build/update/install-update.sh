@@ -13,8 +13,8 @@ case "$variant" in
   production) compatible=blurcam-rpi-arm64 part=/dev/mmcblk0p ;;
   *) echo "install-update: variant must be offline or production, not $variant" >&2; exit 2 ;;
 esac
-command -v rauc >/dev/null && command -v fw_setenv >/dev/null && command -v mtype >/dev/null \
-  || { echo "install-update: rauc, libubootenv-tool and mtools must be in the image" >&2; exit 1; }
+command -v rauc >/dev/null && command -v fw_setenv >/dev/null \
+  || { echo "install-update: rauc and libubootenv-tool must be in the image" >&2; exit 1; }
 
 say "RAUC for $compatible on $part*: U-Boot and tryboot configurations, picked per board at boot"
 install -d /etc/rauc /usr/lib/blurcam /var/lib/rauc
