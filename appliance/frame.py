@@ -23,6 +23,9 @@ class Frame:
     lores: np.ndarray
     timestamp: float  # time.monotonic() at capture
     sequence: int = 0
+    # The part of the camera's whole picture this frame shows, as (x, y, width, height) in the
+    # whole picture's pixels, when auto-framing cropped it; None = all of it.
+    view: tuple[int, int, int, int] | None = None
 
     @property
     def width(self) -> int:

@@ -8,7 +8,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -16,6 +16,7 @@ from appliance import adjust
 from appliance.compose import Compositor, mirror
 from appliance.encode import encoder_for
 from appliance.frame import Frame, split_i420
+from appliance.framing import Framer, crop_i420, crop_mask
 from appliance.refine import MaskRefiner, guided_upsample
 from appliance.segment import Segmenter, load_segmenter
 from appliance.settings import Settings
@@ -58,6 +59,7 @@ class FramePipeline:
         self.compositor.set_background(background_rgb)
         self._segmenter: Segmenter | None = None
         self._segmenter_key: tuple | None = None
+        self._framer: Framer | None = None
 
     def configure(self, settings: Settings, background_rgb: np.ndarray | None = None,
                   background_changed: bool = False) -> None:
@@ -89,7 +91,8 @@ class FramePipeline:
 
     @property
     def needs_mask(self) -> bool:
-        return self.settings.effect in MASKED_EFFECTS
+        """Whether frames need the model: for the effect, or to know where to frame."""
+        return self.settings.effect in MASKED_EFFECTS or self.settings.framing == "auto"
 
     def predict(self, frame: Frame, segmenter: Segmenter | None = None,
                 timings: dict[str, float] | None = None) -> np.ndarray:
@@ -119,6 +122,27 @@ class FramePipeline:
         timings = {} if timings is None else timings
         return self.refine(self.predict(frame, timings=timings), timings)
 
+    def reframe(self, frame: Frame, alpha_low: np.ndarray | None, at: float | None = None,
+                timings: dict[str, float] | None = None) -> tuple[Frame, np.ndarray | None]:
+        """Auto-framing: the part of the frame the virtual camera shows, and the mask cut the
+        same way, so the effect lines up with the cropped picture. Stateful like `refine`: call
+        once per frame, in frame order; `at` is the frame's time (default its capture time)."""
+        s = self.settings
+        if s.framing == "off":
+            self._framer = None
+            return frame, alpha_low
+        t = time.perf_counter()
+        canvas = (frame.width, frame.height)
+        if self._framer is None or self._framer.canvas != canvas:
+            self._framer = Framer(canvas, s.framing_zoom, s.framing_speed)
+        self._framer.configure(s.framing_zoom, s.framing_speed)
+        crop = self._framer.update(alpha_low, frame.timestamp if at is None else at)
+        framed = replace(frame, yuv=crop_i420(frame.yuv, crop), view=(crop.x, crop.y, crop.w, crop.h))
+        alpha = None if alpha_low is None else crop_mask(alpha_low, crop, canvas)
+        if timings is not None:
+            timings["framing"] = _ms(t)
+        return framed, alpha
+
     def finish(self, frame: Frame, alpha_low: np.ndarray | None,
                timings: dict[str, float] | None = None) -> np.ndarray:
         """Controls, upsampling and the effect: the output I420 frame."""
@@ -143,9 +167,10 @@ class FramePipeline:
         timings["composite"] = _ms(t)
         return out
 
-    def process(self, frame: Frame) -> Processed:
+    def process(self, frame: Frame, at: float | None = None) -> Processed:
         timings: dict[str, float] = {}
         alpha = self.segment(frame, timings) if self.needs_mask else None
+        frame, alpha = self.reframe(frame, alpha, at, timings)
         out = self.finish(frame, alpha, timings)
         return Processed(frame, out, alpha, timings)
 
@@ -408,6 +433,7 @@ class ThreadedPipeline:
                 self._count_drop()
                 return
             alpha = self.pipeline.refine(ticket.prob)
+        frame, alpha = self.pipeline.reframe(frame, alpha)
         out = self.pipeline.finish(frame, alpha)
         self.slot.put(encoder.encode(out))
         now = time.monotonic()

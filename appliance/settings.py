@@ -45,6 +45,10 @@ class Settings(BaseModel):
     contrast: int = Field(100, ge=0, le=200)
     saturation: int = Field(100, ge=0, le=200)
     sharpness: int = Field(100, ge=0, le=200)
+    # Auto-framing: a virtual camera that keeps the person framed (off = the whole picture).
+    framing: Literal["off", "auto"] = "off"
+    framing_zoom: float = Field(2.0, ge=1.0, le=3.0, description="the most auto-framing may zoom in")
+    framing_speed: Literal["slow", "normal", "fast"] = "normal"
     inference_threads: int = Field(1, ge=1, le=4)
     usb_networking: bool = False
 

@@ -208,3 +208,58 @@ def test_the_cropped_mask_stays_registered_with_the_cropped_picture(clip_run):
     expected = cv2.resize(cv2.cvtColor(cf.rgb[crop.y:crop.y + crop.h, crop.x:crop.x + crop.w],
                                        cv2.COLOR_RGB2YCrCb)[..., 0], (W, H)).astype(float)
     assert np.abs(y - expected).mean() < 3
+
+
+# -- in the pipeline ----------------------------------------------------------------------------
+FLAT = (40, 160, 60)  # a flat green replacement background: whatever is not green is the person
+
+
+def person_in_output(yuv: np.ndarray) -> np.ndarray:
+    """Where the output shows the person rather than the flat background (bool, frame size)."""
+    import cv2
+    from appliance.frame import i420_to_rgb
+    rgb = i420_to_rgb(yuv).astype(np.int16)
+    return np.abs(rgb - np.array(FLAT, np.int16)).max(axis=2) > 40
+
+
+def truth_in_view(cf, view) -> np.ndarray:
+    import cv2
+    x, y, w, h = view or (0, 0, W, H)
+    return cv2.resize(cf.truth[y:y + h, x:x + w], (W, H), interpolation=cv2.INTER_LINEAR) > 0.5
+
+
+def replay_through_pipeline(settings, frames):
+    pipeline = FramePipeline(settings, background_rgb=np.full((H, W, 3), FLAT, np.uint8))
+    out = []
+    for i, cf in enumerate(frames):
+        r = pipeline.process(frame_from_rgb(cf.rgb, pipeline.lores_size, cf.t, i), at=cf.t)
+        out.append((cf, r))
+    return out
+
+
+def iou(a, b) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def test_with_framing_off_the_pipeline_is_unchanged():
+    pipeline = FramePipeline(Settings(framing="off"))
+    cf = next(walking_clip(W, H, FPS))
+    frame = frame_from_rgb(cf.rgb, pipeline.lores_size, 0.0)
+    alpha = pipeline.segment(frame)
+    framed, framed_alpha = pipeline.reframe(frame, alpha)
+    assert framed is frame and framed_alpha is alpha and framed.view is None
+
+
+def test_the_effect_follows_the_cropped_picture_exactly(clip_run):
+    """Replace the background with flat green, framing on and off, over the walk and the sit:
+    the person the output shows matches the true person in the shown part of the picture as
+    well with framing as without."""
+    frames = [cf for cf in clip_run[0] if 4.0 <= cf.t < 10.0]
+    on = replay_through_pipeline(Settings(effect="replace", framing="auto"), frames)
+    off = replay_through_pipeline(Settings(effect="replace"), frames)
+    judged = [i for i, (cf, _) in enumerate(on) if cf.t >= 7.5]  # settled after sitting down
+    assert any(on[i][1].frame.view[2] < W * 0.8 for i in judged), "the camera zoomed in"
+    ious_on = [iou(person_in_output(on[i][1].yuv), truth_in_view(on[i][0], on[i][1].frame.view)) for i in judged]
+    ious_off = [iou(person_in_output(off[i][1].yuv), truth_in_view(off[i][0], None)) for i in judged]
+    assert np.percentile(ious_on, 10) >= np.percentile(ious_off, 10) - 0.03, (np.percentile(ious_on, 10), np.percentile(ious_off, 10))
+    assert np.mean(ious_on) > 0.85
