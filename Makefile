@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench models image image-test clean
+.PHONY: run test bench models image image-test update-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +36,12 @@ image:
 image-test: $(STAMP)
 	./tools/system-deps.sh
 	BLURCAM_IMAGE_TEST=1 $(PY) -m pytest tests/image_build
+
+# A/B updates in the arm64 VM through U-Boot: bad bundles refused, a good one kept, a failing
+# one rolled back, a power cut mid-install (slow: several boots and installs under TCG).
+update-test: $(STAMP)
+	./tools/system-deps.sh
+	BLURCAM_IMAGE_TEST=1 BLURCAM_UPDATE_TEST=1 $(PY) -m pytest tests/image_build/test_update_vm.py
 
 clean:
 	rm -rf $(VENV) .state .pytest_cache

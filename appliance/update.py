@@ -56,6 +56,7 @@ class SlotState:
     booted: str  # bootname of the running slot: "A" or "B"
     primary: str | None  # bootname the next boot starts
     booted_good: bool  # False while the running slot is on trial (or was marked bad)
+    versions: dict[str, str | None]  # bootname -> version of the bundle RAUC installed there
 
 
 def _rauc(*args: str, timeout: float | None = None) -> str:
@@ -73,14 +74,17 @@ def _rauc(*args: str, timeout: float | None = None) -> str:
 
 
 def slot_state() -> SlotState:
-    data = json.loads(_rauc("status", "--output-format=json"))
+    data = json.loads(_rauc("status", "--detailed", "--output-format=json"))
     slots = {name: info for entry in data["slots"] for name, info in entry.items()}
+    versions = {info["bootname"]: ((info.get("slot_status") or {}).get("bundle") or {}).get("version")
+                for info in slots.values() if info.get("bootname")}
     booted = data["booted"]
     booted_slot = next((s for s in slots.values() if s.get("bootname") == booted), None)
     if booted_slot is None:
         raise UpdateError(f"rauc reports booted slot {booted!r}, which system.conf does not define")
     primary = slots.get(data.get("boot_primary") or "", {}).get("bootname")
-    return SlotState(booted=booted, primary=primary, booted_good=booted_slot.get("boot_status") == "good")
+    return SlotState(booted=booted, primary=primary, booted_good=booted_slot.get("boot_status") == "good",
+                     versions=versions)
 
 
 def _is_read_only_mount(path: Path) -> bool:
@@ -238,8 +242,9 @@ def main(args: argparse.Namespace) -> int:
             print(install(args.bundle, reboot=not args.no_reboot))
         elif args.update_command == "status":
             state = slot_state()
+            # A version of None: the slot still holds what the SD image was flashed with.
             print(json.dumps({"booted": state.booted, "primary": state.primary,
-                              "on_trial": not state.booted_good}))
+                              "on_trial": not state.booted_good, "versions": state.versions}))
         elif args.update_command == "confirm":
             print(confirm())
         elif args.update_command == "health":
