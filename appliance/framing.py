@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
@@ -43,6 +43,18 @@ class Crop:
     @property
     def centre(self) -> tuple[float, float]:
         return self.x + self.w / 2, self.y + self.h / 2
+
+
+class SensorCrop(Protocol):
+    """A camera that crops on the sensor (libcamera's ScalerCrop on a Pi): framing costs no CPU
+    and loses no sharpness there. `crop_canvas` is the size of the area it can crop from, in
+    its own pixels, with the output's aspect ratio (None: this camera cannot crop); frames it
+    delivers carry the crop that was in effect for them as `Frame.view`."""
+
+    crop_canvas: tuple[int, int] | None
+
+    def set_crop(self, crop: Crop) -> None:
+        """Show `crop` of the canvas from the next frames on (the stream keeps running)."""
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from appliance import adjust
 from appliance.compose import Compositor, mirror
 from appliance.encode import encoder_for
 from appliance.frame import Frame, split_i420
-from appliance.framing import Framer, crop_i420, crop_mask
+from appliance.framing import Crop, Framer, SensorCrop, crop_i420, crop_mask
 from appliance.refine import MaskRefiner, guided_upsample
 from appliance.segment import Segmenter, load_segmenter
 from appliance.settings import Settings
@@ -54,6 +54,8 @@ class FramePipeline:
         self.settings = settings
         # Image controls the camera applies itself; the rest are done here in software.
         self.hardware_controls: frozenset[str] = frozenset()
+        # A camera that crops on the sensor for auto-framing (None: crop in software).
+        self.sensor_crop: SensorCrop | None = None
         self.refiner = MaskRefiner()
         self.compositor = Compositor()
         self.compositor.set_background(background_rgb)
@@ -126,22 +128,35 @@ class FramePipeline:
                 timings: dict[str, float] | None = None) -> tuple[Frame, np.ndarray | None]:
         """Auto-framing: the part of the frame the virtual camera shows, and the mask cut the
         same way, so the effect lines up with the cropped picture. Stateful like `refine`: call
-        once per frame, in frame order; `at` is the frame's time (default its capture time)."""
+        once per frame, in frame order; `at` is the frame's time (default its capture time).
+
+        With a camera that crops on the sensor, the frame already shows the crop chosen a few
+        frames earlier (`frame.view`) and so does its mask: the new crop goes to the camera and
+        the frame passes through untouched."""
         s = self.settings
+        sensor = self.sensor_crop if self.sensor_crop is not None and self.sensor_crop.crop_canvas else None
         if s.framing == "off":
+            if self._framer is not None and sensor is not None:
+                sensor.set_crop(self._framer.full_frame)  # back to the whole picture
             self._framer = None
             return frame, alpha_low
         t = time.perf_counter()
-        canvas = (frame.width, frame.height)
+        canvas = sensor.crop_canvas if sensor is not None else (frame.width, frame.height)
         if self._framer is None or self._framer.canvas != canvas:
             self._framer = Framer(canvas, s.framing_zoom, s.framing_speed)
         self._framer.configure(s.framing_zoom, s.framing_speed)
-        crop = self._framer.update(alpha_low, frame.timestamp if at is None else at)
-        framed = replace(frame, yuv=crop_i420(frame.yuv, crop), view=(crop.x, crop.y, crop.w, crop.h))
-        alpha = None if alpha_low is None else crop_mask(alpha_low, crop, canvas)
+        when = frame.timestamp if at is None else at
+        if sensor is not None:
+            shown = Crop(*frame.view) if frame.view else self._framer.full_frame
+            sensor.set_crop(self._framer.update(alpha_low, when, view=shown))
+            framed = frame
+        else:
+            crop = self._framer.update(alpha_low, when)
+            framed = replace(frame, yuv=crop_i420(frame.yuv, crop), view=(crop.x, crop.y, crop.w, crop.h))
+            alpha_low = None if alpha_low is None else crop_mask(alpha_low, crop, canvas)
         if timings is not None:
             timings["framing"] = _ms(t)
-        return framed, alpha
+        return framed, alpha_low
 
     def finish(self, frame: Frame, alpha_low: np.ndarray | None,
                timings: dict[str, float] | None = None) -> np.ndarray:
@@ -283,6 +298,8 @@ class ThreadedPipeline:
     def start(self) -> None:
         self.source.start(self.fmt.width, self.fmt.height, self.fmt.fps, self.pipeline.lores_size)
         self.pipeline.hardware_controls = frozenset(getattr(self.source, "hardware_controls", ()))
+        crop_canvas = getattr(self.source, "crop_canvas", None)
+        self.pipeline.sensor_crop = self.source if crop_canvas else None
         self._running.set()
         now = time.monotonic()
         for name in self.thread_names:

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from appliance.frame import Frame, i420_to_rgb
+from appliance.framing import Crop
 from appliance.sources.base import SourceError
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,31 @@ def hardware_control_names(advertised: dict[str, tuple]) -> frozenset[str]:
     return frozenset(k for k, name in pairs.items() if name in advertised)
 
 
+def crop_area(scaler_crop_maximum: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[int, int, int, int]:
+    """The largest rectangle with the output's aspect ratio inside the area ScalerCrop can take
+    (sensor pixels, x, y, w, h), centred as libcamera centres its own default crop: the canvas
+    auto-framing crops from."""
+    mx, my, mw, mh = scaler_crop_maximum
+    ow, oh = out_size
+    w, h = (mw, mw * oh // ow) if mw * oh <= mh * ow else (mh * ow // oh, mh)
+    w, h = w & ~1, h & ~1
+    return mx + (mw - w) // 2, my + (mh - h) // 2, w, h
+
+
+def scaler_crop_for(crop: Crop, area: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+    """A crop of the canvas (canvas pixels) as a ScalerCrop rectangle (sensor pixels)."""
+    return area[0] + crop.x, area[1] + crop.y, crop.w, crop.h
+
+
+def view_from_scaler_crop(rect, area: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    """The crop a frame's metadata says was applied (the ISP may have adjusted what we asked
+    for), in canvas pixels; None when the metadata has none."""
+    if not rect:
+        return None
+    x, y, w, h = (int(v) for v in rect)
+    return x - area[0], y - area[1], w, h
+
+
 def yuv420_to_i420(buf: np.ndarray, fmt: str, width: int, height: int, stride: int,
                    out: np.ndarray | None = None) -> np.ndarray:
     """A camera buffer (flat bytes, rows `stride` apart) in YUV420 or NV12 -> packed I420.
@@ -123,6 +149,11 @@ class Picamera2Source:
         self.name = "picamera2" if camera == 0 else f"picamera2:{camera}"
         self.buffer_count = buffer_count
         self.hardware_controls: frozenset[str] = frozenset()
+        # Auto-framing crops on the sensor where the camera takes ScalerCrop (a Pi's ISP does;
+        # libcamera's virtual camera does not): the canvas size, or None.
+        self.crop_canvas: tuple[int, int] | None = None
+        self._crop_area: tuple[int, int, int, int] | None = None
+        self._scaler_crop: tuple[int, int, int, int] | None = None
         self._cam = None
         self._controls: dict[str, int] = {}
         self._lock = threading.Lock()  # start/stop/set_controls against each other
@@ -206,6 +237,13 @@ class Picamera2Source:
             raise SourceError(f"camera gives {self._streams['main'][1]}x{self._streams['main'][2]} "
                               f"for a requested {width}x{height} main stream")
         self.hardware_controls = hardware_control_names(advertised)
+        maximum = cam.camera_properties.get("ScalerCropMaximum")
+        if "ScalerCrop" in advertised and maximum:
+            self._crop_area = crop_area(tuple(maximum), (width, height))
+            self.crop_canvas = self._crop_area[2:]
+        else:
+            self._crop_area = self.crop_canvas = None
+        self._scaler_crop = None
 
     def read(self) -> Frame:
         cam = self._cam
@@ -223,12 +261,14 @@ class Picamera2Source:
         try:
             main = self._i420(request, "main")
             lores = self._i420(request, "lores")
-            sensor_ns = request.get_metadata().get("SensorTimestamp")
+            metadata = request.get_metadata()
         finally:
             request.release()  # hand the buffers straight back to the camera
         self._seq += 1
+        area = self._crop_area
         return Frame(yuv=main, lores=self._lores_rgb(lores), sequence=self._seq,
-                     timestamp=frame_timestamp(sensor_ns, captured_at))
+                     timestamp=frame_timestamp(metadata.get("SensorTimestamp"), captured_at),
+                     view=view_from_scaler_crop(metadata.get("ScalerCrop"), area) if area else None)
 
     def stop(self) -> None:
         with self._lock:
@@ -246,6 +286,16 @@ class Picamera2Source:
             # it now rather than let every host stop/start hold on to another fd until then.
             gc.collect()
             log.info("picamera2: %s stopped", self.name)
+
+    def set_crop(self, crop: Crop) -> None:
+        """Auto-framing's crop, applied by the ISP from the next frames on (no restart)."""
+        with self._lock:
+            if self._cam is None or self._crop_area is None:
+                return
+            rect = scaler_crop_for(crop, self._crop_area)
+            if rect != self._scaler_crop:  # a held crop costs nothing per frame
+                self._cam.set_controls({"ScalerCrop": rect})
+                self._scaler_crop = rect
 
     def set_controls(self, controls: dict[str, int]) -> None:
         with self._lock:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -263,3 +265,59 @@ def test_the_effect_follows_the_cropped_picture_exactly(clip_run):
     ious_off = [iou(person_in_output(off[i][1].yuv), truth_in_view(off[i][0], None)) for i in judged]
     assert np.percentile(ious_on, 10) >= np.percentile(ious_off, 10) - 0.03, (np.percentile(ious_on, 10), np.percentile(ious_off, 10))
     assert np.mean(ious_on) > 0.85
+
+
+class SensorCroppingCamera:
+    """A camera that crops on its sensor, as a Pi's ISP does with ScalerCrop (libcamera's
+    virtual camera cannot, see tests/appliance/sources/test_picamera2_virtual.py): it shows the
+    walking clip from a 1280x720 sensor, applies a requested crop two frames later, and says in
+    each frame which crop it applied."""
+
+    name = "sensor-cropping"
+    LATENCY = 2  # frames between a request and the first frame showing it
+
+    def __init__(self, clip, lores_size):
+        self.clip, self.lores_size = clip, lores_size
+        self.crop_canvas = (1280, 720)
+        self.requests: list[Crop] = []
+        self._pending: list[Crop] = []
+        self._applied = Crop(0, 0, 1280, 720)
+
+    def set_crop(self, crop: Crop) -> None:
+        self.requests.append(crop)
+        self._pending.append(crop)
+
+    def frame(self, i: int):
+        import cv2
+        if len(self._pending) > self.LATENCY:
+            self._applied = self._pending[-self.LATENCY - 1]
+            self._pending = self._pending[-self.LATENCY:]
+        c, cf = self._applied, self.clip[i]
+        rgb = cv2.resize(cf.rgb[c.y:c.y + c.h, c.x:c.x + c.w], (W, H), interpolation=cv2.INTER_AREA)
+        frame = frame_from_rgb(rgb, self.lores_size, cf.t, i)
+        return replace(frame, view=(c.x, c.y, c.w, c.h))
+
+
+def test_a_camera_that_crops_on_its_sensor_gets_the_crop_and_the_pipeline_copies_nothing():
+    clip = [cf for cf in walking_clip(1280, 720, FPS, noise=0) if 4.0 <= cf.t < 10.0]
+    pipeline = FramePipeline(Settings(effect="replace", framing="auto"),
+                             background_rgb=np.full((H, W, 3), FLAT, np.uint8))
+    camera = SensorCroppingCamera(clip, pipeline.lores_size)
+    pipeline.sensor_crop = camera
+    ious = []
+    for i, cf in enumerate(clip):
+        frame = camera.frame(i)
+        r = pipeline.process(frame, at=cf.t)
+        assert r.frame is frame, "no software crop on top of the sensor's"
+        if cf.t >= 7.5:
+            x, y, w, h = frame.view
+            import cv2
+            truth = cv2.resize(cf.truth[y:y + h, x:x + w], (W, H)) > 0.5
+            ious.append(iou(person_in_output(r.yuv), truth))
+    assert all(0 <= c.x and 0 <= c.y and c.x + c.w <= 1280 and c.y + c.h <= 720 for c in camera.requests)
+    assert camera._applied.w < 1280 * 0.8, "the sensor crop zoomed in on the seated person"
+    assert np.percentile(ious, 10) > 0.9, np.percentile(ious, 10)
+    # Framing off again: the sensor goes back to the whole picture.
+    pipeline.configure(Settings(effect="replace"))
+    pipeline.process(camera.frame(len(clip) - 1))
+    assert camera.requests[-1] == Crop(0, 0, 1280, 720)

@@ -107,3 +107,24 @@ def test_error_messages_carry_the_libcamera_cause():
     except RuntimeError as e:
         assert error_chain(e) == ("Camera __init__ sequence did not complete.: "
                                   "Failed to acquire camera: Device or resource busy")
+
+
+# -- auto-framing on the sensor (ScalerCrop) ------------------------------------------------------
+def test_the_framing_canvas_is_the_largest_centred_area_with_the_outputs_aspect_ratio():
+    from appliance.sources.picamera2 import crop_area
+    # Camera Module 3 (16:9 sensor) for a 16:9 output: all of it.
+    assert crop_area((0, 0, 4608, 2592), (1280, 720)) == (0, 0, 4608, 2592)
+    # Camera Module 2 (4:3 sensor) for a 16:9 output: full width, centred band.
+    assert crop_area((0, 0, 3280, 2464), (1280, 720)) == (0, 310, 3280, 1844)
+    # A 4:3 output from a 16:9 sensor: full height, centred.
+    assert crop_area((8, 0, 4608, 2592), (640, 480)) == (8 + 576, 0, 3456, 2592)
+
+
+def test_crops_go_to_the_sensor_offset_by_the_canvas_and_come_back_as_views():
+    from appliance.framing import Crop
+    from appliance.sources.picamera2 import scaler_crop_for, view_from_scaler_crop
+    area = (0, 310, 3280, 1844)
+    rect = scaler_crop_for(Crop(100, 50, 1640, 922), area)
+    assert rect == (100, 360, 1640, 922)
+    assert view_from_scaler_crop(rect, area) == (100, 50, 1640, 922)
+    assert view_from_scaler_crop(None, area) is None

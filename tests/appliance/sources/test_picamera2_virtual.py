@@ -181,3 +181,23 @@ def test_a_busy_camera_gives_a_clear_error_and_frees_on_stop(rootfs, scenes, tmp
     assert result["error"] is not None and "busy" in result["error"], result
     assert result["first_still_reading"] == 2  # the camera's owner kept streaming
     assert result["second_after_release"] == 1
+
+
+def test_framing_crops_in_software_because_the_virtual_camera_has_no_scaler_crop(rootfs, scenes, tmp_path):
+    """libcamera's virtual pipeline does not take ScalerCrop (a Pi's ISP does: see the hardware
+    checklist), so the source offers no sensor crop and the pipeline crops in software: the
+    framed picture and its mask still show the same part of the scene."""
+    frames_dir = tmp_path / "one-scene"
+    frames_dir.mkdir()
+    (frames_dir / "scene0.jpg").write_bytes((scenes[0] / "scene0.jpg").read_bytes())
+    result = probe(rootfs, tmp_path, frames_dir, "framing", "/out", "75")
+    assert "ScalerCrop" not in result["advertised_controls"]
+    assert result["crop_canvas"] is None and result["sensor_crop"] is False
+    x, y, w, h = result["views"][-1]
+    assert w < MAIN_W * 0.9, "the camera zoomed in on the person"
+    assert abs(w / h - MAIN_W / MAIN_H) < 0.02
+    framed = np.load(tmp_path / "out" / "framed.npz")
+    truth = scenes[2][0][y:y + h, x:x + w]
+    alpha = cv2.resize(framed["alpha"].astype(np.float32), (w, h)) > 0.5
+    person = truth > 0.5
+    assert (alpha & person).sum() / (alpha | person).sum() > 0.9

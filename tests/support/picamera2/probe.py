@@ -2,7 +2,7 @@
 project source mounted at /opt/blurcam. Each scenario prints one JSON line (prefixed RESULT) for
 the pytest side, which makes the assertions; arrays go to the output directory as .npz files.
 
-usage: probe.py capture OUT_DIR FRAMES | cycles N | nocamera | busy
+usage: probe.py capture OUT_DIR FRAMES | framing OUT_DIR FRAMES | cycles N | nocamera | busy
 """
 
 from __future__ import annotations
@@ -81,6 +81,29 @@ def capture(out_dir: str, count: int) -> None:
           "hardware_controls": hardware, "advertised_controls": advertised})
 
 
+def framing(out_dir: str, count: int) -> None:
+    """Auto-framing on the camera, wired as the threaded pipeline wires it: on the sensor where
+    the camera takes ScalerCrop, in software where it does not."""
+    from appliance.pipeline import FramePipeline
+    from appliance.settings import Settings
+
+    pipeline = FramePipeline(Settings(effect="blur", framing="auto"))
+    source = open_source("picamera2")
+    source.start(*MAIN, FPS, pipeline.lores_size)
+    pipeline.sensor_crop = source if source.crop_canvas else None
+    views = []
+    try:
+        for _ in range(count):
+            processed = pipeline.process(source.read())
+            views.append(processed.frame.view)
+        np.savez(os.path.join(out_dir, "framed.npz"), out=processed.yuv, alpha=processed.alpha_low)
+        advertised = sorted(source._cam.camera_controls)
+    finally:
+        source.stop()
+    emit({"advertised_controls": advertised, "crop_canvas": source.crop_canvas,
+          "sensor_crop": pipeline.sensor_crop is not None, "views": views})
+
+
 def cycles(n: int) -> None:
     from appliance.sources.picamera2 import Picamera2Source
 
@@ -148,6 +171,8 @@ def main(argv: list[str]) -> None:
     command = argv[0]
     if command == "capture":
         capture(argv[1], int(argv[2]))
+    elif command == "framing":
+        framing(argv[1], int(argv[2]))
     elif command == "cycles":
         cycles(int(argv[1]))
     elif command == "nocamera":
