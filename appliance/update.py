@@ -112,11 +112,18 @@ def writable_boot_partition(boot_dir: Path = BOOT_DIR) -> Iterator[None]:
             subprocess.run(["mount", "-o", "remount,ro", str(boot_dir)], check=False)
 
 
-def fetch(url: str, into: Path = DOWNLOAD_DIR) -> Path:
-    """Download a bundle to the data partition. Only http(s); the signature is RAUC's to check."""
+def url_problem(url: str) -> str | None:
+    """None for a URL a bundle can be downloaded from (http or https), else what is wrong."""
     parsed = urllib.parse.urlparse(url)
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
-        raise UpdateError(f"{url!r} is neither a bundle file on this device nor an http(s) URL")
+        return f"{url!r} is not an http(s) URL"
+    return None
+
+
+def fetch(url: str, into: Path = DOWNLOAD_DIR) -> Path:
+    """Download a bundle to the data partition. Only http(s); the signature is RAUC's to check."""
+    if (problem := url_problem(url)) is not None:
+        raise UpdateError(f"{problem}, nor a bundle file on this device")
     into.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix="download-", suffix=".raucb", dir=into)
     try:
@@ -129,7 +136,8 @@ def fetch(url: str, into: Path = DOWNLOAD_DIR) -> Path:
         return Path(tmp)
     except (urllib.error.URLError, OSError) as exc:
         os.unlink(tmp)
-        reason = getattr(exc, "reason", None) or exc
+        reason = (f"HTTP {exc.code} {exc.reason}" if isinstance(exc, urllib.error.HTTPError)
+                  else getattr(exc, "reason", None) or exc)
         raise UpdateError(f"cannot download {url}: {reason}") from None
     except BaseException:
         os.unlink(tmp)
@@ -224,6 +232,46 @@ def confirm(*, control_socket: Path = CONTROL_SOCKET, gadget: Path = GADGET, boo
     return f"slot {state.booted} failed its health check ({reason}); rebooting into the previous slot"
 
 
+# --- requests from the settings page ---------------------------------------------------------
+# The web process has no privileges; it leaves a request in its spool directory (its own state
+# directory) and blurcam-update-request.path starts `blurcam update run-request` as root.
+# Files: request.json ({"url": URL}) and status.json (written here, read by the page).
+SPOOL_DIR = Path("/var/lib/blurcam-web/update")
+REQUEST_FILE = "request.json"
+STATUS_FILE = "status.json"
+
+
+def write_status(spool: Path, status: dict) -> None:
+    from appliance.settings import write_atomically
+    write_atomically(spool / STATUS_FILE, json.dumps(status).encode())
+    os.chmod(spool / STATUS_FILE, 0o644)
+
+
+def run_request(spool: Path = SPOOL_DIR, *, boot_dir: Path = BOOT_DIR, reboot_command: tuple[str, ...] = REBOOT,
+                download_dir: Path = DOWNLOAD_DIR) -> str:
+    """Carry out the page's request: download and install the bundle at its URL, then reboot
+    into it on trial. What happened goes to status.json for the page."""
+    request_file = spool / REQUEST_FILE
+    try:
+        request = json.loads(request_file.read_text())
+    except (OSError, ValueError) as exc:
+        raise UpdateError(f"no readable update request in {spool} ({exc})") from None
+    request_file.unlink()  # taken: the path unit must not start us again for the same request
+    url = request.get("url") if isinstance(request, dict) else None
+    if not isinstance(url, str) or url_problem(url) is not None:
+        write_status(spool, {"state": "failed", "error": "the request names no bundle URL"})
+        raise UpdateError(f"{request_file}: names no bundle URL")
+    write_status(spool, {"state": "installing", "source": url})
+    try:
+        done = install(url, boot_dir=boot_dir, reboot=False, download_dir=download_dir)
+    except UpdateError as exc:
+        write_status(spool, {"state": "failed", "source": url, "error": str(exc)})
+        raise
+    write_status(spool, {"state": "rebooting", "source": url, "message": done})
+    subprocess.run(list(reboot_into_trial(boot_dir, reboot_command)), check=True)
+    return done
+
+
 # --- `blurcam update` ----------------------------------------------------------------------
 
 def build_parser(parser: argparse.ArgumentParser) -> None:
@@ -234,6 +282,8 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("status", help="which slot runs, which boots next, whether it is on trial (JSON)")
     sub.add_parser("confirm", help="judge a slot on trial: keep it if healthy, else go back (run at boot)")
     sub.add_parser("health", help="run the health check and print what is wrong, if anything")
+    req = sub.add_parser("run-request", help="carry out the settings page's update request (run by systemd)")
+    req.add_argument("spool", nargs="?", type=Path, default=SPOOL_DIR)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -247,6 +297,8 @@ def main(args: argparse.Namespace) -> int:
                               "on_trial": not state.booted_good, "versions": state.versions}))
         elif args.update_command == "confirm":
             print(confirm())
+        elif args.update_command == "run-request":
+            print(run_request(args.spool))
         elif args.update_command == "health":
             problems = health_problems()
             print("\n".join(problems) if problems else "healthy")

@@ -19,7 +19,7 @@ from werkzeug.exceptions import HTTPException
 from appliance.control import ControlClient
 from appliance.settings import write_atomically
 
-from . import api, auth, network, views
+from . import api, auth, network, update, views
 
 SECRET_KEY_FILE = "web-secret.key"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -110,6 +110,7 @@ def create_app(config: dict[str, Any]) -> Flask:
     app.register_blueprint(auth.bp)
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
+    app.register_blueprint(update.bp, url_prefix="/api/update")
     csrf.exempt(api.login)  # JSON-only (a cross-site form cannot send it); issues the token
 
     app.after_request(_security_headers)

@@ -28,8 +28,10 @@ install -D -m 0644 "$P/device/rauc-config.conf" /etc/systemd/system/rauc.service
 echo "/boot/firmware/bootslot.env 0x0000 0x4000" > /etc/fw_env.config
 
 say "blurcam-update-confirm.service: a slot on trial is kept only if healthy"
-install -m 0644 "$P/device/blurcam-update-confirm.service" /usr/lib/systemd/system/
-systemctl enable blurcam-update-confirm.service
+say "blurcam-update-request.path: updates requested on the settings page"
+install -m 0644 "$P/device/blurcam-update-confirm.service" "$P/device/blurcam-update-request.path" \
+  "$P/device/blurcam-update-request.service" /usr/lib/systemd/system/
+systemctl enable blurcam-update-confirm.service blurcam-update-request.path
 # RAUC's own unit marks every boot good unconditionally, which would keep a broken update.
 if [ -e /usr/lib/systemd/system/rauc-mark-good.service ] || [ -e /lib/systemd/system/rauc-mark-good.service ]; then
   systemctl mask rauc-mark-good.service

@@ -5,6 +5,7 @@ appliance/update.py's install refusal and confirm against RAUC's service and ubo
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -82,8 +83,51 @@ def test_a_bad_bundle_is_refused_before_anything_is_written(device, bundles, whi
 def test_install_names_a_missing_bundle_or_an_unusable_url(device):
     with pytest.raises(update.UpdateError, match="no such bundle file"):
         update.install(str(device.work / "nope.raucb"), boot_dir=device.work, reboot=False)
-    with pytest.raises(update.UpdateError, match="neither a bundle file"):
+    with pytest.raises(update.UpdateError, match="not an http.s. URL, nor a bundle file"):
         update.install("ftp://example.invalid/x.raucb", boot_dir=device.work, reboot=False)
+
+
+@pytest.fixture
+def bundle_server(bundles):
+    """The bundles over HTTP on 127.0.0.1 (the fleet's download server, for the page's URL install)."""
+    import functools
+    import http.server
+    import threading
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(bundles["good"].parent))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_pages_url_request_is_downloaded_and_a_refusal_reported(device, bundles, bundle_server, tmp_path):
+    device.set_slot_state(GOOD_A)
+    device.start(booted="A")
+    spool, downloads = tmp_path / "spool", tmp_path / "downloads"
+    spool.mkdir()
+    (spool / "request.json").write_text(json.dumps({"url": f"{bundle_server}/{bundles['other_key'].name}"}))
+    slots_before = device.slots_bytes()
+    with pytest.raises(update.UpdateError):
+        update.run_request(spool, boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")),
+                           download_dir=downloads)
+    status = json.loads((spool / "status.json").read_text())
+    assert status["state"] == "failed" and "signature" in status["error"], status
+    assert not (spool / "request.json").exists()  # taken, so systemd does not start it again
+    assert list(downloads.iterdir()) == []  # the download does not stay on the data partition
+    assert device.slots_bytes() == slots_before and not (tmp_path / "rebooted").exists()
+
+
+def test_a_download_that_fails_is_reported(device, bundle_server, tmp_path):
+    device.set_slot_state(GOOD_A)
+    device.start(booted="A")
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "request.json").write_text(json.dumps({"url": f"{bundle_server}/no-such.raucb"}))
+    with pytest.raises(update.UpdateError):
+        update.run_request(spool, boot_dir=device.work, download_dir=tmp_path / "downloads")
+    status = json.loads((spool / "status.json").read_text())
+    assert status["state"] == "failed" and "cannot download" in status["error"] and "HTTP 404" in status["error"]
 
 
 # --- the trial's verdict (`blurcam update confirm`) ------------------------------------------
