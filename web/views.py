@@ -60,6 +60,14 @@ SECTIONS: list[tuple[str, list[Control]]] = [
         Control("blur_strength", "Blur strength", "range", "How strongly the background is blurred."),
         Control("privacy_text", "Privacy card text", "text", "Shown instead of the picture."),
     ]),
+    ("Framing", [
+        Control("framing", "Auto-framing", "choice",
+                "Keeps you framed, head and shoulders, as you move; holds still when you do.",
+                options={"off": "Off", "auto": "Auto"}),
+        Control("framing_zoom", "Maximum zoom", "range"),
+        Control("framing_speed", "Speed", "choice", options={
+            "slow": "Slow", "normal": "Normal", "fast": "Fast"}),
+    ]),
     ("Person outline", [
         Control("mask_threshold", "Person threshold", "range",
                 "Higher keeps less of the picture as “person”."),
