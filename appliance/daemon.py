@@ -104,6 +104,11 @@ class Controller:
         log.info("settings changed: %s", ", ".join(k for k in Settings.model_fields if getattr(old, k) != getattr(new, k)))
 
     def update_settings(self, changes: dict) -> Settings:
+        name = changes.get("background")
+        if isinstance(name, str) and name and not self._background_path(name).is_file():
+            # Only a picture the daemon stored (POST /api/background) can be the background.
+            raise SettingsError({"background": f"{name!r} is not a stored background; upload the "
+                                               "picture with POST /api/background"})
         if "model" in changes or "precision" in changes:
             # Load the new model before accepting: a broken model file must not be saved as the choice.
             from appliance.segment import ModelError, load_segmenter
@@ -116,7 +121,7 @@ class Controller:
 
     def set_background(self, data: bytes) -> Settings:
         try:
-            rgb = decode_image(data, "background upload")
+            rgb = decode_image(data, "background upload", fit=BACKGROUND_MAX)
         except SourceError as exc:
             raise SettingsError({"background": str(exc)}) from None
         h, w = rgb.shape[:2]

@@ -15,7 +15,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 RESOLUTIONS = ("640x360", "640x480", "1280x720", "1920x1080")
 
@@ -35,10 +35,19 @@ class Settings(BaseModel):
     mirror: bool = False
     jpeg_quality: int = Field(85, ge=30, le=98)
     resolutions: list[Literal["640x360", "640x480", "1280x720", "1920x1080"]] = Field(
-        default_factory=lambda: list(RESOLUTIONS), min_length=1,
-        description="MJPEG frame sizes offered to the host")
-    background: str = Field("", max_length=128, pattern=r"^[A-Za-z0-9._-]*$",
+        default_factory=lambda: list(RESOLUTIONS), min_length=1, max_length=len(RESOLUTIONS),
+        description="MJPEG frame sizes offered to the host, each once")
+    # A stored background's file name (the daemon also checks that it exists): no path, no dot file.
+    background: str = Field("", max_length=128, pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*)?$",
                             description="file name of the uploaded replacement background")
+
+    @field_validator("resolutions")
+    @classmethod
+    def _each_resolution_once(cls, value: list[str]) -> list[str]:
+        twice = sorted({r for r in value if value.count(r) > 1})
+        if twice:
+            raise ValueError(f"lists {', '.join(twice)} more than once")
+        return value
     privacy_text: str = Field("Camera paused", max_length=60)
     # Image controls, in the units the UVC processing unit advertises.
     brightness: int = Field(0, ge=-100, le=100)
@@ -83,7 +92,7 @@ def _allowed(field: str) -> str:
     if getattr(ann, "__origin__", None) is Literal:
         return "one of " + ", ".join(map(str, ann.__args__))
     if field == "resolutions":
-        return "a non-empty list from " + ", ".join(RESOLUTIONS)
+        return "a non-empty list of different sizes from " + ", ".join(RESOLUTIONS)
     return f"a {getattr(ann, '__name__', ann)}"
 
 
@@ -94,10 +103,12 @@ def _errors_from(exc: ValidationError) -> dict[str, str]:
         if err["type"] == "extra_forbidden":
             out[field] = "unknown setting"
             continue
-        got = err.get("input")
-        msg = err["msg"]
+        got = repr(err.get("input"))
+        if len(got) > 80:  # the error goes back in one control-socket reply: keep it short
+            got = got[:60] + f"... ({len(got)} characters)"
+        msg = err["msg"].removeprefix("Value error, ")
         if field in Settings.model_fields:
-            msg = f"{msg} ({_allowed(field)}; got {got!r})"
+            msg = f"{msg} ({_allowed(field)}; got {got})"
         out.setdefault(field, msg)
     return out
 

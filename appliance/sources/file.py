@@ -8,6 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from appliance import picture
 from appliance.frame import Frame, fit_cover, frame_from_rgb
 from appliance.sources.base import Pacer, SourceError
 
@@ -26,13 +27,13 @@ def read_image(path: str | Path) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
-def decode_image(data: bytes, what: str = "upload") -> np.ndarray:
-    """Image bytes (JPEG, PNG, ...) as RGB uint8, or SourceError."""
-    arr = np.frombuffer(data, np.uint8)
-    bgr = cv2.imdecode(arr, cv2.IMREAD_COLOR) if arr.size else None
-    if bgr is None:
-        raise SourceError(f"{what} is not a readable image (JPEG, PNG, BMP or WebP expected)")
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+def decode_image(data: bytes, what: str = "upload", fit: tuple[int, int] | None = None) -> np.ndarray:
+    """Uploaded picture bytes (exactly JPEG, PNG, WebP or BMP) as RGB uint8, decoded in bounded
+    memory (see appliance/picture.py), or SourceError saying what is wrong."""
+    try:
+        return picture.decode(data, fit)
+    except picture.PictureError as exc:
+        raise SourceError(f"{what}: {exc}") from None
 
 
 def is_image_path(path: str | Path) -> bool:

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import io
+import json
 import re
+import resource
 import socket
 import threading
+import time
 from urllib.parse import unquote
 
 import psutil
 import pytest
 from werkzeug.security import generate_password_hash
 
+from appliance.control import MAX_HEADER
+from appliance.settings import RESOLUTIONS
+from tests.support.pictures import encoded, jpeg_claiming, png_claiming
 from web import MAX_BODY_BYTES, create_app
 from web.auth import LoginThrottle
 from web.network import DeviceNetwork
@@ -180,3 +187,79 @@ def test_guessing_from_many_addresses_never_locks_out_the_owner_on_this_machine(
     assert stranger.status_code == 429  # the device-wide cap holds for the network ...
     owner = client.post("/api/login", json={"password": PASSWORD}, environ_base={"REMOTE_ADDR": "127.0.0.1"})
     assert owner.status_code == 200  # ... but not for this machine (nor the USB link)
+
+
+# ---- uploads: exactly the documented formats, sizes checked before decoding ----
+
+def upload(user, data: bytes, name: str = "picture"):
+    return user.post("/api/background", data={"image": (io.BytesIO(data), name)},
+                     content_type="multipart/form-data")
+
+
+@pytest.mark.parametrize("data, words", [
+    (jpeg_claiming(65500, 65500), "the JPEG is 65500x65500 pixels"),
+    (png_claiming(30000, 30000), "the PNG is 30000x30000 pixels"),
+    (encoded(".tiff"), "a TIFF file"), (encoded(".ppm"), "a PNM"), (encoded(".pfm"), "a PFM file"),
+    (encoded(".hdr"), "a Radiance HDR file"), (encoded(".ras"), "a Sun raster file"),
+])
+def test_a_bomb_or_an_undocumented_format_is_a_400_naming_the_problem(user, demo_controller, data, words):
+    peak_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    started = time.monotonic()
+    response = upload(user, data)
+    assert response.status_code == 400, response.json
+    reason = response.json["errors"]["background"]
+    assert words in reason
+    assert reason.endswith("are accepted")  # ... and says what is
+    assert "cv2" not in reason and "opencv" not in reason.lower()
+    assert time.monotonic() - started < 5
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
+    assert grown_mb < 200  # the 30000x30000 PNG took 5.4 GB when it was decoded
+    assert demo_controller.settings.current.background == ""
+    assert not list((demo_controller.state_dir / "backgrounds").glob("*"))
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png", ".webp", ".bmp"])
+def test_the_documented_formats_are_accepted_and_applied(user, demo_controller, ext):
+    response = upload(user, encoded(ext, 800, 600))
+    assert response.status_code == 200
+    name = response.json["background"]
+    assert demo_controller.settings.current.background == name
+    assert (demo_controller.state_dir / "backgrounds" / name).is_file()
+
+
+@pytest.mark.parametrize("name", [".", "..", "web-secret.key", "settings.json", "background-000000000000.jpg",
+                                  "../web-secret.key", ".hidden"])
+def test_background_can_only_name_a_stored_background(user, demo_controller, name):
+    response = user.put("/api/settings", json={"background": name})
+    assert response.status_code == 400 and "background" in response.json["errors"]
+    assert demo_controller.settings.current.background == ""
+
+
+def test_background_can_name_the_stored_one_or_none(user, demo_controller):
+    stored = upload(user, encoded(".png", 640, 360)).json["background"]
+    assert user.put("/api/settings", json={"background": ""}).json["background"] == ""
+    assert user.put("/api/settings", json={"background": stored}).json["background"] == stored
+
+
+# ---- resolutions: bounded, each once; no write saved and reported failed ----
+
+@pytest.mark.parametrize("resolutions, words", [
+    (["640x360"] * 4000, "at most 4 items"),
+    (["640x360", "1280x720", "640x360"], "lists 640x360 more than once"),
+])
+def test_resolutions_are_bounded_and_unique_and_a_refused_list_is_not_saved(user, demo_controller,
+                                                                             resolutions, words):
+    response = user.put("/api/settings", json={"resolutions": resolutions, "mirror": True})
+    assert response.status_code == 400 and words in response.json["errors"]["resolutions"]
+    assert len(response.data) < 2048  # the error does not echo the whole list back
+    assert not demo_controller.settings.path.exists()
+    assert user.get("/api/settings").status_code == 200
+
+
+def test_the_largest_valid_settings_fit_in_one_control_socket_reply(user, demo_controller):
+    largest = {"resolutions": list(RESOLUTIONS), "privacy_text": "\U0001F44B" * 60}
+    settings = user.put("/api/settings", json=largest).json
+    assert settings["privacy_text"] == largest["privacy_text"]
+    biggest_reply = json.dumps({"ok": True, "result": {**settings, "background": "b" * 128}},
+                               separators=(",", ":"))
+    assert len(biggest_reply.encode()) < MAX_HEADER // 8
