@@ -37,6 +37,18 @@ def add_web_arguments(parser: argparse.ArgumentParser) -> None:
                              "(repeatable; its own names and addresses are always allowed)")
 
 
+def _add_state_args(p: argparse.ArgumentParser, control: bool = True) -> None:
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help=f"the daemon's settings (default {DEFAULT_STATE_DIR})")
+    p.add_argument("--web-state-dir", type=Path, default=None,
+                   help=f"the settings page's password hash (default {DEFAULT_WEB_STATE_DIR}, "
+                        "or STATE_DIR when --state-dir is given, as `blurcam run --web` uses it)")
+    if control:
+        p.add_argument("--control-socket", type=Path, default=None,
+                       help=f"default: STATE_DIR/control.sock with --state-dir, else "
+                            f"{DEFAULT_CONTROL_SOCKET}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="blurcam", description="USB webcam with AI background blur")
     parser.add_argument("--version", action="version", version=f"blurcam {__version__}")
@@ -84,6 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     from appliance.update import build_parser as build_update_parser
     build_update_parser(update)
 
+    reset = sub.add_parser("reset", help="factory reset: default settings, no uploaded backgrounds, "
+                                         "a new generated password (printed)")
+    _add_state_args(reset)
+    reset.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
+    reset.add_argument("--from-boot-flag", type=Path, metavar="FLAG",
+                       help="reset only if FLAG exists (e.g. /boot/firmware/blurcam-reset); write the "
+                            "new password beside it in blurcam-password.txt, then remove FLAG")
+
+    password = sub.add_parser("password", help="password reset: set and print a new generated "
+                                               "password for the settings page")
+    password.add_argument("action", choices=("reset",))
+    _add_state_args(password, control=False)
+
     fleet = sub.add_parser("fleet", help="fleet configuration: check FILE [--override], hash-password",
                            add_help=False)
     fleet.add_argument("fleet_args", nargs=argparse.REMAINDER)
@@ -95,6 +120,38 @@ def _cmd_run(args) -> int:
     state_dir = args.state_dir or DEFAULT_STATE_DIR
     control = args.control_socket or default_control_socket(args.state_dir)
     return run_daemon(args.source, state_dir, args.fleet_file, control, args.web)
+
+
+def _web_state_dir(args) -> Path:
+    return args.web_state_dir or args.state_dir or DEFAULT_WEB_STATE_DIR
+
+
+def _cmd_reset(args) -> int:
+    from appliance.daemon import default_control_socket
+    from appliance.reset import factory_reset, reset_from_boot_flag
+    state_dir = args.state_dir or DEFAULT_STATE_DIR
+    control = args.control_socket or default_control_socket(args.state_dir)
+    if args.from_boot_flag:
+        outcome = reset_from_boot_flag(args.from_boot_flag, state_dir, _web_state_dir(args),
+                                       control, args.fleet_file)
+        if outcome is None:
+            print(f"no reset flag at {args.from_boot_flag}: nothing to do")
+            return 0
+    else:
+        outcome = factory_reset(state_dir, _web_state_dir(args), control, args.fleet_file)
+    print(f"Factory reset done: {outcome.settings}; uploaded backgrounds removed.")
+    print(f"New password for the settings page: {outcome.password}")
+    if args.from_boot_flag:
+        print(f"(also written to {args.from_boot_flag.parent / 'blurcam-password.txt'})")
+    return 0
+
+
+def _cmd_password(args) -> int:
+    from web.auth import set_new_password
+    password = set_new_password(_web_state_dir(args))
+    print(f"New password for the settings page: {password}")
+    print("Everyone logged in to the page is logged out.")
+    return 0
 
 
 def _cmd_process(args) -> int:
@@ -134,6 +191,10 @@ def _dispatch(args) -> int:
     if args.command == "update":
         from appliance.update import main as update_main
         return update_main(args)
+    if args.command == "reset":
+        return _cmd_reset(args)
+    if args.command == "password":
+        return _cmd_password(args)
     if args.command == "fleet":
         from appliance.fleet import main as fleet_main
         return fleet_main(args.fleet_args)
@@ -158,10 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.process import ProcessError
     from appliance.segment import ModelError
     from appliance.settings import SettingsError
+    from appliance.reset import ResetError
     from appliance.sources.base import SourceError
+    from appliance.storage import StorageError
     try:
         return _dispatch(args)
-    except (ProcessError, ModelError, SettingsError, SourceError) as exc:
+    except (ProcessError, ModelError, SettingsError, SourceError, StorageError, ResetError) as exc:
         print(f"blurcam {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,6 +33,7 @@ from typing import Any
 
 from appliance import safejson
 from appliance.settings import SettingsError
+from appliance.storage import StorageError
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,10 @@ PREVIEW_VIEWS = ("original", "mask", "output")
 
 class ControlError(RuntimeError):
     """The daemon could not be reached, or could not answer a request."""
+
+
+class ServiceNotRunning(ControlError):
+    """Nobody listens on the control socket: the daemon is not running."""
 
 
 class ProtocolError(ValueError):
@@ -255,6 +260,9 @@ class ControlServer:
             return handler(args, payload)
         except SettingsError as exc:
             return {"ok": False, "error": "settings", "message": str(exc), "errors": exc.errors}, b""
+        except StorageError as exc:  # nothing was saved or changed; the message says why
+            return {"ok": False, "error": "storage", "message": str(exc), "what": exc.what,
+                    "reason": exc.reason, "errno": exc.errno}, b""
         except Exception as exc:  # a failing request must not take the daemon down
             log.exception("control request %r failed", op)
             return {"ok": False, "error": "internal", "message": f"{type(exc).__name__}: {exc}"}, b""
@@ -285,6 +293,7 @@ class ControlServer:
             "status": lambda a, p: ok(c.status()),
             "preview": preview,
             "set_background": lambda a, p: ok(c.set_background(p).model_dump()),
+            "factory_reset": lambda a, p: ok(c.factory_reset().model_dump()),
         }
 
 
@@ -303,8 +312,8 @@ class ControlClient:
             try:
                 sock.connect(str(self.path))
             except (FileNotFoundError, ConnectionRefusedError) as exc:
-                raise ControlError(f"camera service not running (no answer on {self.path}: "
-                                   f"{exc.strerror})") from None
+                raise ServiceNotRunning(f"camera service not running (no answer on {self.path}: "
+                                        f"{exc.strerror})") from None
             except PermissionError:
                 raise ControlError(f"no permission to open {self.path} "
                                    "(is this user in group blurcam?)") from None
@@ -326,6 +335,8 @@ class ControlClient:
             return header.get("result"), body
         if header.get("error") == "settings":
             raise SettingsError(dict(header.get("errors") or {}))
+        if header.get("error") == "storage":
+            raise StorageError.from_reply(header)
         raise ControlError(header.get("message") or f"daemon refused {op!r}")
 
     def ping(self) -> bool:
@@ -347,3 +358,7 @@ class ControlClient:
 
     def set_background(self, image: bytes) -> dict[str, Any]:
         return self.call("set_background", payload=image)[0]
+
+    def factory_reset(self) -> dict[str, Any]:
+        """Forget the user's settings and backgrounds; returns the settings now in force."""
+        return self.call("factory_reset")[0]

@@ -25,6 +25,7 @@ from appliance.pipeline import IDLE_STATUS, FramePipeline, ThreadedPipeline
 from appliance.settings import Settings, SettingsError, SettingsStore, image_controls
 from appliance.sources.base import SourceError
 from appliance.sources.file import decode_image, read_image
+from appliance.storage import StorageError, remove_stale_temp_files, write_atomically
 from appliance.stream import FrameSlot, StreamFormat
 
 log = logging.getLogger(__name__)
@@ -33,8 +34,20 @@ PREVIEW_FORMAT = StreamFormat("mjpeg", 640, 360, 15)
 PREVIEW_SECONDS = 10.0  # a preview keeps the pipeline alive this long after the last request
 PREVIEW_WIDTH = 640
 BACKGROUND_MAX = (1920, 1080)
+BACKGROUND_FILES = "background-*.jpg"  # the names set_background gives uploaded pictures
 HEARTBEAT_STALE = 5.0  # a worker silent this long is hung (shorter when systemd's watchdog is)
 SHUTDOWN_GRACE = 1.5  # after SIGTERM, a clean stop taking longer than this is cut short
+
+
+def remove_backgrounds(state_dir: Path, keep: str = "") -> list[str]:
+    """Delete the uploaded background pictures (factory reset), except `keep` (a fleet default
+    may name one). Returns the names removed."""
+    removed = []
+    for picture in (Path(state_dir) / "backgrounds").glob(BACKGROUND_FILES):
+        if picture.name != keep and picture.is_file() and not picture.is_symlink():
+            picture.unlink()
+            removed.append(picture.name)
+    return removed
 
 
 def system_health() -> dict:
@@ -66,6 +79,7 @@ class Controller:
         self.state_dir = Path(state_dir)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.settings = SettingsStore(self.state_dir, fleet_file)
+        remove_stale_temp_files(self.state_dir / "backgrounds", (BACKGROUND_FILES,))
         self.source_spec = source_spec
         self.fault = fault
         self._lock = threading.RLock()
@@ -130,12 +144,23 @@ class Controller:
             rgb = cv2.resize(rgb, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
         jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=90, colorspace="RGB")
         name = f"background-{hashlib.sha256(jpeg).hexdigest()[:12]}.jpg"
-        from appliance.settings import write_atomically
-        write_atomically(self._background_path(name), jpeg)
         old = self.settings.current.background
-        new = self.settings.update({"background": name})
+        write_atomically(self._background_path(name), jpeg, what="background picture")
+        try:
+            new = self.settings.update({"background": name})
+        except StorageError:
+            if name != old:  # not saved as the choice: do not leave the picture behind
+                self._background_path(name).unlink(missing_ok=True)
+            raise
         if old and old != name:
             self._background_path(old).unlink(missing_ok=True)
+        return new
+
+    def factory_reset(self) -> Settings:
+        """Forget the user's settings and uploaded backgrounds (fleet defaults apply again)."""
+        new = self.settings.reset()
+        remove_backgrounds(self.state_dir, keep=new.background)
+        log.warning("factory reset: user settings and uploaded backgrounds removed")
         return new
 
     # --- streaming ------------------------------------------------------------------------

@@ -8,14 +8,18 @@ the running values untouched.
 from __future__ import annotations
 
 import json
+import logging
 import os
-import tempfile
 import threading
 import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from appliance.storage import remove_durably, remove_stale_temp_files, write_atomically
+
+log = logging.getLogger(__name__)
 
 RESOLUTIONS = ("640x360", "640x480", "1280x720", "1920x1080")
 
@@ -145,26 +149,6 @@ def load_fleet_defaults(path: Path | None) -> dict[str, Any]:
     return table
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` so that a power cut leaves either the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class SettingsStore:
     """The live settings: validated, persisted, and observable.
 
@@ -174,6 +158,7 @@ class SettingsStore:
 
     def __init__(self, state_dir: Path, fleet_file: Path | None = None):
         self.path = Path(state_dir) / "settings.json"
+        remove_stale_temp_files(self.path.parent, (self.path.name,))  # left by a power cut
         self._lock = threading.Lock()
         self._listeners: list = []
         self._fleet = load_fleet_defaults(fleet_file)
@@ -191,9 +176,7 @@ class SettingsStore:
             # A damaged file must not brick the camera: keep it for inspection, run on defaults.
             broken = self.path.with_suffix(".json.broken")
             os.replace(self.path, broken)
-            import logging
-            logging.getLogger(__name__).error("settings file %s unreadable (%s); moved to %s",
-                                              self.path, exc, broken)
+            log.error("settings file %s unreadable (%s); moved to %s", self.path, exc, broken)
             return {}
 
     @property
@@ -205,11 +188,28 @@ class SettingsStore:
         self._listeners.append(callback)
 
     def update(self, changes: dict[str, Any]) -> Settings:
+        """Validate, save, then apply. A bad value raises SettingsError and a failed save raises
+        StorageError; either way the file and the running values stay as they were."""
         with self._lock:
             new = merge(self._current, changes)  # raises before anything is touched
             user = {**self._user, **{k: getattr(new, k) for k in changes}}
-            write_atomically(self.path, json.dumps(user, indent=2, sort_keys=True).encode())
+            write_atomically(self.path, json.dumps(user, indent=2, sort_keys=True).encode(),
+                             what="settings")
+            # Only now, with the file safely on disk, do the running values change.
             old, self._user, self._current = self._current, user, new
+        self._notify(old, new)
+        return new
+
+    def reset(self) -> Settings:
+        """Forget every user change (factory reset): back to the defaults and the fleet file."""
+        with self._lock:
+            new = validate(dict(self._fleet))
+            remove_durably(self.path, what="settings")
+            remove_durably(self.path.with_suffix(".json.broken"), what="settings")
+            old, self._user, self._current = self._current, {}, new
+        self._notify(old, new)
+        return new
+
+    def _notify(self, old: Settings, new: Settings) -> None:
         for cb in self._listeners:
             cb(old, new)
-        return new

@@ -5,7 +5,7 @@ It owns no device. Everything except the login page and its static assets needs 
 
 from __future__ import annotations
 
-import os
+import logging
 import secrets
 from datetime import timedelta
 from pathlib import Path
@@ -17,9 +17,11 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
 from appliance.control import ControlClient
-from appliance.settings import write_atomically
+from appliance.storage import StorageError, remove_stale_temp_files, write_atomically
 
 from . import api, auth, network, update, views
+
+log = logging.getLogger(__name__)
 
 SECRET_KEY_FILE = "web-secret.key"
 MAX_UPLOAD_BYTES = 8 * 1024 * 1024
@@ -54,8 +56,10 @@ def _load_secret_key(state_dir: Path) -> bytes:
         if len(key) >= 32:
             return key
     key = secrets.token_bytes(32)
-    write_atomically(path, key)
-    os.chmod(path, 0o600)
+    try:
+        write_atomically(path, key, what="session key")
+    except StorageError as exc:  # the page must still come up: logins then last until a restart
+        log.warning("%s Logins will end when the settings page restarts.", exc)
     return key
 
 
@@ -67,6 +71,7 @@ def create_app(config: dict[str, Any]) -> Flask:
     app = Flask(__name__)
     state_dir = Path(config["STATE_DIR"])
     state_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temp_files(state_dir, (SECRET_KEY_FILE, auth.PASSWORD_FILE))  # a power cut's
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
         MAX_BODY_BYTES=MAX_BODY_BYTES,

@@ -15,6 +15,7 @@ from flask_wtf.csrf import generate_csrf
 from appliance import safejson
 from appliance.control import PREVIEW_VIEWS, ControlClient, ControlError
 from appliance.settings import Settings, SettingsError
+from appliance.storage import StorageError
 
 from . import auth
 
@@ -60,6 +61,12 @@ def _bad_json(exc: BadJson):
 @bp.errorhandler(SettingsError)
 def _settings_error(exc: SettingsError):
     return bad_request(exc.errors, "invalid settings")
+
+
+@bp.errorhandler(StorageError)
+def _storage_error(exc: StorageError):
+    # 507 Insufficient Storage: the request was fine, the device could not keep it.
+    return jsonify(error="not saved", detail=str(exc)), 507
 
 
 @bp.errorhandler(ControlError)

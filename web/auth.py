@@ -27,7 +27,7 @@ from flask import (Blueprint, current_app, flash, g, jsonify, redirect, render_t
 from flask_wtf.csrf import generate_csrf
 from werkzeug.security import check_password_hash, generate_password_hash
 
-from appliance.settings import write_atomically
+from appliance.storage import StorageError, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,18 @@ def read_fleet_password_hash(fleet_file: Path | None) -> str | None:
     return value
 
 
+def set_new_password(state_dir: Path) -> str:
+    """Generate a new admin password, save its hash for the web process (which picks it up
+    and ends every session) and return it. For `blurcam password reset` and factory reset."""
+    password = generate_password()
+    state_dir = Path(state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    # Run as root on the device: the file must stay readable by the web service's own user.
+    write_atomically(state_dir / PASSWORD_FILE, generate_password_hash(password).encode() + b"\n",
+                     what="password", owner_of=state_dir)
+    return password
+
+
 class PasswordStore:
     """The one admin password, stored only as a slow hash."""
 
@@ -81,18 +93,48 @@ class PasswordStore:
         # The environment already holds this one in clear, so a slow hash would add nothing.
         self._env_digest = hashlib.sha256(env_password.encode()).digest() if env_password else None
         self._hash = ""
+        self._fleet_file = fleet_file
+        self._stamp: tuple[int, int, int] | None = None  # the hash file as last read or written
         if self._env_digest is not None:
             return
+        self._load()
+
+    def _load(self) -> None:
+        self._stamp = self._file_stamp()
         stored = self._read_stored_hash()
         if stored is not None:
             self._hash = stored
-        elif (fleet_hash := read_fleet_password_hash(fleet_file)) is not None:
+        elif (fleet_hash := read_fleet_password_hash(self._fleet_file)) is not None:
             self._hash = fleet_hash
         else:
             password = generate_password()
-            self._store(generate_password_hash(password))
+            try:
+                self._store(generate_password_hash(password))
+                kept = "shown only this once; change it on the page"
+            except StorageError as exc:
+                self._hash = generate_password_hash(password)
+                kept = f"valid until the settings page restarts: {exc}"
             log.warning("No admin password was set. Generated one for the settings page: %s "
-                        "(shown only this once; change it on the page)", password)
+                        "(%s)", password, kept)
+
+    def _file_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def reload_if_replaced(self) -> bool:
+        """Pick up a password set outside this process (`blurcam password reset`, a factory
+        reset). True when the password changed, so that every open session ends."""
+        if self._env_digest is not None or self._file_stamp() == self._stamp:
+            return False  # the common case: one stat, no lock (a login may hold it for a while)
+        with self._lock:
+            if self._file_stamp() == self._stamp:
+                return False
+            self._load()
+        log.warning("admin password replaced on the device; all sessions end")
+        return True
 
     def _read_stored_hash(self) -> str | None:
         if not self.path.exists():
@@ -107,8 +149,9 @@ class PasswordStore:
         return None
 
     def _store(self, new_hash: str) -> None:
-        write_atomically(self.path, new_hash.encode() + b"\n")
-        os.chmod(self.path, 0o600)
+        """Save, then use: a hash that could not be saved raises StorageError and is not used."""
+        write_atomically(self.path, new_hash.encode() + b"\n", what="password")
+        self._stamp = self._file_stamp()
         self._hash = new_hash
 
     def check(self, password: object) -> bool:
@@ -307,6 +350,8 @@ def end_session() -> None:
 
 def login_required_everywhere() -> object | None:
     """before_request hook: only the login page, its assets and the login API are public."""
+    if passwords().reload_if_replaced():
+        end_all_sessions()
     if request.endpoint in current_app.config["PUBLIC_ENDPOINTS"] or is_logged_in():
         return None
     if request.path.startswith("/api/"):

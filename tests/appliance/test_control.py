@@ -129,7 +129,7 @@ def test_one_connection_carries_many_requests(daemon):
 
 @pytest.mark.parametrize("header, reason", [
     ({"op": "format_disk"}, "op must be one of ping, get_settings, update_settings, status, "
-                            "preview, set_background; got 'format_disk'"),
+                            "preview, set_background, factory_reset; got 'format_disk'"),
     ({"op": "status", "args": [1]}, "args must be an object"),
     ({}, "got a NoneType"),
     ({"op": ["status"]}, "got a list"),
