@@ -17,8 +17,10 @@ from appliance.frame import fit_cover, rgb_to_i420, split_i420
 
 # The blur radius aimed for at low resolution; the downscale factor makes up the rest.
 _LOW_RES_SIGMA = 4.0
-# Regularises the weighted blur where almost no background is visible nearby.
-_WEIGHT_EPS = 0.02
+# Regularises the weighted blur where almost no background is visible nearby (kept small: it
+# mixes in the unweighted blur, person colours and all).
+_WEIGHT_EPS = 0.002
+_NEIGHBOURS = np.ones((3, 3), np.uint8)
 
 
 def blur_sigma(strength: int, width: int) -> float:
@@ -34,34 +36,49 @@ def downscale_factor(width: int, height: int, wanted: float) -> int:
     return min(divisors, key=lambda d: abs(d - wanted))
 
 
-def _weighted_blur(plane: np.ndarray, weight: np.ndarray, factor: int, sigma: float) -> np.ndarray:
-    """Blur `plane` at 1/factor resolution counting only background pixels, then upscale."""
+def background_weight(person: np.ndarray) -> np.ndarray:
+    """How much each cell of the small blur grid counts as background, from the person's share
+    of it. A cell the person only touches still carries some of the person's colour, so a cell
+    counts only as far as neither it nor its neighbours hold the person, and edge cells (part
+    person) are trusted less again."""
+    weight = 1.0 - cv2.dilate(person, _NEIGHBOURS)
+    weight *= weight
+    return weight
+
+
+def _weighted_blur(plane: np.ndarray, factor: int, weight: np.ndarray, sigma: float,
+                   out: np.ndarray) -> None:
+    """Blur `plane` at 1/factor resolution counting only background pixels, then upscale into
+    `out` (the full-size plane)."""
     h, w = plane.shape
-    size = (w // factor, h // factor)
-    small = cv2.resize(plane, size, interpolation=cv2.INTER_AREA).astype(np.float32)
+    small = cv2.resize(plane, (w // factor, h // factor), interpolation=cv2.INTER_AREA).astype(np.float32)
     num = cv2.GaussianBlur(small * weight, (0, 0), sigma)
     den = cv2.GaussianBlur(weight, (0, 0), sigma)
     plain = cv2.GaussianBlur(small, (0, 0), sigma)
     filled = ((num + _WEIGHT_EPS * plain) / (den + _WEIGHT_EPS)).astype(np.uint8)
-    return cv2.resize(filled, (w, h), interpolation=cv2.INTER_LINEAR)
+    cv2.resize(filled, (out.shape[1], out.shape[0]), out, interpolation=cv2.INTER_LINEAR)
 
 
-def blurred_background(yuv: np.ndarray, alpha_low: np.ndarray, strength: int) -> np.ndarray:
+def blurred_background(yuv: np.ndarray, alpha_low: np.ndarray, strength: int,
+                       luma_half: np.ndarray | None = None) -> np.ndarray:
     """An I420 image of the background alone, blurred, with the person's area filled in from
-    the surrounding background."""
+    the surrounding background. `luma_half` (the Y plane at half size), when the caller has it,
+    saves shrinking the Y plane again."""
     y, u, v = split_i420(yuv)
     h, w = y.shape
     factor = downscale_factor(w, h, blur_sigma(strength, w) / _LOW_RES_SIGMA)
     sigma = blur_sigma(strength, w) / factor
     lw, lh = w // factor, h // factor
-    weight = 1.0 - cv2.resize(alpha_low, (lw, lh), interpolation=cv2.INTER_AREA)
-    weight *= weight  # edge pixels are part person: trust them less
+    weight = background_weight(cv2.resize(alpha_low, (lw, lh), interpolation=cv2.INTER_AREA))
     weight_c = cv2.resize(weight, (lw // 2, lh // 2), interpolation=cv2.INTER_AREA)
     out = np.empty_like(yuv)
     oy, ou, ov = split_i420(out)
-    oy[:] = _weighted_blur(y, weight, factor, sigma)
-    ou[:] = _weighted_blur(u, weight_c, factor, sigma / 2)
-    ov[:] = _weighted_blur(v, weight_c, factor, sigma / 2)
+    if factor % 2 == 0 and luma_half is not None:  # shrink the half-size copy (shared with the mask's guide): cheaper
+        _weighted_blur(luma_half, factor // 2, weight, sigma, oy)
+    else:
+        _weighted_blur(y, factor, weight, sigma, oy)
+    _weighted_blur(u, factor, weight_c, sigma / 2, ou)
+    _weighted_blur(v, factor, weight_c, sigma / 2, ov)
     return out
 
 
@@ -83,12 +100,20 @@ def privacy_card(width: int, height: int, text: str) -> np.ndarray:
     return card
 
 
+def _blend_plane(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> None:
+    """out = (alpha * fg + (255 - alpha) * bg) / 255 on uint8 planes: two scaled products and a
+    sum, each one SIMD pass (exact where alpha is 0 or 255, within one level elsewhere)."""
+    cv2.multiply(fg, alpha, out, scale=1 / 255)
+    cv2.add(out, cv2.multiply(bg, cv2.bitwise_not(alpha), scale=1 / 255), out)
+
+
 def blend(fg: np.ndarray, bg: np.ndarray, alpha_full: np.ndarray, alpha_half: np.ndarray) -> np.ndarray:
-    """out = alpha * fg + (1 - alpha) * bg, plane by plane (alpha at each plane's resolution)."""
+    """out = alpha * fg + (1 - alpha) * bg, plane by plane; alpha is uint8 0..255 at each plane's
+    resolution (`alpha_full` for Y, `alpha_half` for U and V)."""
     out = np.empty_like(fg)
     for (f, b, o), a in zip(zip(split_i420(fg), split_i420(bg), split_i420(out)),
                             (alpha_full, alpha_half, alpha_half)):
-        o[:] = cv2.blendLinear(f, b, a, 1.0 - a)
+        _blend_plane(f, b, a, o)
     return out
 
 
@@ -123,7 +148,10 @@ class Compositor:
 
     def compose(self, yuv: np.ndarray, effect: str, *, alpha_low: np.ndarray | None = None,
                 alpha_full: np.ndarray | None = None, alpha_half: np.ndarray | None = None,
-                blur_strength: int = 60, privacy_text: str = "") -> np.ndarray:
+                luma_half: np.ndarray | None = None, blur_strength: int = 60,
+                privacy_text: str = "") -> np.ndarray:
+        """The effect on an I420 frame. Masked effects take the alpha at model resolution and
+        (uint8) at the Y and U/V planes' resolutions; `luma_half` is the Y plane at half size."""
         h, w = yuv.shape[0] * 2 // 3, yuv.shape[1]
         if effect == "privacy":
             return privacy_card(w, h, privacy_text)
@@ -132,5 +160,5 @@ class Compositor:
         if effect == "replace" and self.has_background:
             bg = self._background_for(w, h)
         else:  # "blur", or "replace" before any background was uploaded
-            bg = blurred_background(yuv, alpha_low, blur_strength)
+            bg = blurred_background(yuv, alpha_low, blur_strength, luma_half)
         return blend(yuv, bg, alpha_full, alpha_half)

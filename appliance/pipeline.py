@@ -17,7 +17,7 @@ from appliance.compose import Compositor, mirror
 from appliance.encode import encoder_for
 from appliance.frame import Frame, split_i420
 from appliance.framing import Crop, Framer, SensorCrop, crop_i420, crop_mask
-from appliance.refine import MaskRefiner, guided_upsample
+from appliance.refine import MaskRefiner, guided_upsample, half_size
 from appliance.segment import Segmenter, load_segmenter
 from appliance.settings import Settings
 from appliance.stream import FrameSlot, StreamFormat
@@ -169,14 +169,15 @@ class FramePipeline:
         if not adjust.is_neutral(controls) and s.effect != "privacy":
             yuv = adjust.adjust(yuv, **controls)
         t = time.perf_counter()
-        alpha_full = alpha_half = None
+        alpha_full = alpha_half = luma_half = None
         if alpha_low is not None and s.effect in MASKED_EFFECTS:
-            alpha_full, alpha_half = guided_upsample(alpha_low, split_i420(yuv)[0])
+            luma_half = half_size(split_i420(yuv)[0])
+            alpha_full, alpha_half = guided_upsample(alpha_low, luma_half, (frame.width, frame.height))
         timings["refine"] = timings.get("refine", 0.0) + _ms(t)
         t = time.perf_counter()
         out = self.compositor.compose(yuv, s.effect, alpha_low=alpha_low, alpha_full=alpha_full,
-                                      alpha_half=alpha_half, blur_strength=s.blur_strength,
-                                      privacy_text=s.privacy_text)
+                                      alpha_half=alpha_half, luma_half=luma_half,
+                                      blur_strength=s.blur_strength, privacy_text=s.privacy_text)
         if s.mirror and s.effect != "privacy":
             out = mirror(out)
         timings["composite"] = _ms(t)

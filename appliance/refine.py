@@ -52,23 +52,30 @@ def feather(alpha: np.ndarray, softness: float) -> np.ndarray:
     return cv2.GaussianBlur(alpha, (0, 0), sigma)
 
 
-def guided_upsample(alpha_low: np.ndarray, luma: np.ndarray, radius: int = 3,
-                    eps: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
+def half_size(plane: np.ndarray) -> np.ndarray:
+    """A uint8 plane at half width and height (the resolution of an I420 frame's chroma)."""
+    h, w = plane.shape
+    return cv2.resize(plane, (w // 2, h // 2), interpolation=cv2.INTER_AREA)
+
+
+def guided_upsample(alpha_low: np.ndarray, luma_half: np.ndarray, size: tuple[int, int],
+                    radius: int = 3, eps: float = 0.01) -> tuple[np.ndarray, np.ndarray]:
     """Upsample alpha to the frame, snapping its edges to edges in the luma plane.
 
     A fast guided filter (He & Sun, 2015): linear coefficients fitted at about 320 pixels wide
-    (box filters are cheap there), applied at half resolution against the real luma so the edge
-    follows the true outline. The guided result is trusted only in the uncertain band along the
-    edge; where the model is sure (alpha near 0 or 1) its answer stands, so texture inside the
-    person or the background never prints into the mask. Returns (alpha at full resolution,
-    alpha at half resolution), float32 in [0, 1], for the Y and the U/V planes of an I420 frame.
+    (box filters are cheap there), applied at half resolution against the real luma
+    (`luma_half`, the Y plane at half size) so the edge follows the true outline. The guided
+    result is trusted only in the uncertain band along the edge; where the model is sure (alpha
+    near 0 or 1) its answer stands, so texture inside the person or the background never prints
+    into the mask. Returns (alpha at `size` = (width, height), alpha at half of it) as uint8
+    0..255, for the Y and the U/V planes of an I420 frame: one byte a pixel keeps the
+    full-resolution work cheap.
     """
-    h, w = luma.shape
-    hw, hh = w // 2, h // 2
-    luma_half = cv2.resize(luma, (hw, hh), interpolation=cv2.INTER_AREA).astype(np.float32) * (1 / 255)
+    hh, hw = luma_half.shape
     factor = max(1, hw // GUIDE_WIDTH)
     gw, gh = hw // factor, hh // factor
-    guide = luma_half if factor == 1 else cv2.resize(luma_half, (gw, gh), interpolation=cv2.INTER_AREA)
+    guide_u8 = luma_half if factor == 1 else cv2.resize(luma_half, (gw, gh), interpolation=cv2.INTER_AREA)
+    guide = guide_u8.astype(np.float32) * (1 / 255)
     p = cv2.resize(alpha_low, (gw, gh), interpolation=cv2.INTER_LINEAR)
     k = (2 * radius + 1, 2 * radius + 1)
     mean_g = cv2.blur(guide, k)
@@ -78,19 +85,18 @@ def guided_upsample(alpha_low: np.ndarray, luma: np.ndarray, radius: int = 3,
     a = cov_gp / (var_g + eps)
     b = mean_p - a * mean_g
     a, b = cv2.blur(a, k), cv2.blur(b, k)
-    # Trust in the guided value: 1 on the edge (alpha 0.25..0.75), falling to 0 where the model is
-    # sure. Blending towards the plain upsampled alpha is folded into the coefficients here, on the
-    # small grid, where trust and alpha are as smooth as their bilinear upsampling anyway.
     trust = np.clip(2.0 - np.abs(4.0 * p - 2.0), 0.0, 1.0)
-    a *= trust
+    a *= trust * (1 / 255)  # applied to 0..255 luma below
     b = trust * b + (1.0 - trust) * p
     if factor > 1:
         a = cv2.resize(a, (hw, hh), interpolation=cv2.INTER_LINEAR)
         b = cv2.resize(b, (hw, hh), interpolation=cv2.INTER_LINEAR)
-    half = a * luma_half + b
+    half = cv2.multiply(luma_half, a, dtype=cv2.CV_32F)
+    cv2.add(half, b, dst=half)
     np.clip(half, 0.0, 1.0, out=half)
-    full = cv2.resize(half, (w, h), interpolation=cv2.INTER_LINEAR)
-    return full, half
+    half_u8 = cv2.convertScaleAbs(half, alpha=255.0)
+    full_u8 = cv2.resize(half_u8, size, interpolation=cv2.INTER_LINEAR)
+    return full_u8, half_u8
 
 
 class MaskRefiner:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from appliance.frame import frame_from_rgb
+from appliance.frame import frame_from_rgb, split_i420
 from appliance.pipeline import FramePipeline
+from appliance.refine import guided_upsample, half_size
 from appliance.settings import Settings
+from appliance.sources.demo import DemoSource
 
 
 def masks_for(frames_rgb, settings: Settings) -> list[np.ndarray]:
@@ -43,3 +46,43 @@ def test_the_mask_follows_a_person_who_moves_within_a_few_frames(portrait):
     target = masks_for([shifted], Settings(temporal_smoothing=0.0))[0]
     # Three frames after the jump the heavily smoothed mask is already where the person is.
     assert np.abs(masks[7] - target).mean() < 0.02
+
+
+def sensor_noise(rgb: np.ndarray, rng) -> np.ndarray:
+    """A camera's noise: shot noise growing with brightness plus read noise (about 1 grey level
+    in the dark, 4 in the highlights), new every frame."""
+    f = rgb.astype(np.float32)
+    return np.clip(f + rng.normal(0, 1, f.shape) * np.sqrt(0.06 * f + 1.0), 0, 255).astype(np.uint8)
+
+
+def worst_edge_flicker(rgb: np.ndarray, settings: Settings) -> int:
+    """The largest frame-to-frame change of the full-resolution alpha (0..255) on a still
+    person under sensor noise, after the first frames."""
+    rng = np.random.default_rng(5)
+    pipeline = FramePipeline(settings)
+    alphas = []
+    for i in range(12):
+        frame = frame_from_rgb(sensor_noise(rgb, rng), pipeline.lores_size, i / 30)
+        luma_half = half_size(split_i420(frame.yuv)[0])
+        full, _ = guided_upsample(pipeline.segment(frame), luma_half, (frame.width, frame.height))
+        alphas.append(full.astype(np.int16))
+    return max(int(np.abs(b - a).max()) for a, b in zip(alphas[4:], alphas[5:]))
+
+
+@pytest.fixture(scope="module")
+def demo_people():
+    demo = DemoSource(paced=False)
+    demo.start(640, 360, 30, (256, 256))
+    return [demo.render(t) for t in (1.0, 11.0, 21.0)]  # each person, standing still
+
+
+def test_at_the_default_settings_a_still_person_does_not_flicker(demo_people):
+    # No pixel's alpha moves by more than 15 % between frames: an edge pixel never blinks
+    # between person and background.
+    for rgb in demo_people:
+        assert worst_edge_flicker(rgb, Settings()) <= 38
+
+
+def test_without_temporal_smoothing_the_same_noise_makes_edges_blink(demo_people):
+    # The negative control: the noise above is strong enough to matter.
+    assert max(worst_edge_flicker(rgb, Settings(temporal_smoothing=0.0)) for rgb in demo_people) > 50
