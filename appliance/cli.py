@@ -165,6 +165,8 @@ def _cmd_process(args) -> int:
 
 
 def _cmd_web(args) -> int:
+    from appliance.lifetime import end_with_parent
+    end_with_parent()  # started by `blurcam run --web`: do not outlive the daemon
     from appliance.daemon import default_control_socket
     from web.server import main as web_main
     if args.control_socket is None:

@@ -463,7 +463,10 @@ def _start_uvc(controller: Controller):
 def _start_web(listen: str, control_socket: Path, state_dir: Path):
     import subprocess
     import sys
+
+    from appliance.lifetime import child_environment
     cmd = [sys.executable, "-m", "appliance", "web", "--listen", listen,
            "--control-socket", str(control_socket), "--state-dir", str(state_dir)]
     log.info("starting the settings page on http://%s/", listen)
-    return subprocess.Popen(cmd)
+    # The page ends with the daemon, even a SIGKILLed one, instead of keeping the port.
+    return subprocess.Popen(cmd, env=child_environment())
