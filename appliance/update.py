@@ -11,8 +11,8 @@ power cut) has used its one attempt, so the boot loader returns to the previous 
 A good slot's boot writes nothing to the card.
 
 RAUC does the slot work; this module only drives it through the `rauc` command (the D-Bus client
-of rauc.service) and keeps the boot partition writable for the moments RAUC's boot loader
-backend writes the slot state there.
+of rauc.service), and keeps the read-only boot partition writable for the moments a verdict is
+written there (installs do that in RAUC's pre/post-install handlers, image-build/update/device).
 """
 
 from __future__ import annotations
@@ -164,8 +164,8 @@ def install(source: str, *, boot_dir: Path = BOOT_DIR, reboot: bool = True,
         if not bundle.is_file():
             raise UpdateError(f"{source}: no such bundle file")
     try:
-        with writable_boot_partition(boot_dir):
-            _rauc("install", str(bundle.resolve()))
+        # RAUC's pre/post-install handlers make the boot partition writable for the install.
+        _rauc("install", str(bundle.resolve()))
     finally:
         if downloaded is not None:
             downloaded.unlink(missing_ok=True)

@@ -22,7 +22,8 @@ sh "$P/rauc/render-system-conf.sh" uboot "$compatible" "$part" > /etc/rauc/syste
 sh "$P/rauc/render-system-conf.sh" tryboot "$compatible" "$part" > /etc/rauc/system-tryboot.conf
 ln -sf /run/blurcam/rauc/system.conf /etc/rauc/system.conf
 install -m 0644 "$P/keyring.pem" /etc/rauc/keyring.pem
-install -m 0755 "$P/device/rauc-config" "$P/device/rauc-tryboot" "$P/device/rauc-post-install" /usr/lib/blurcam/
+install -m 0755 "$P/device/rauc-config" "$P/device/rauc-tryboot" "$P/device/rauc-pre-install" \
+  "$P/device/rauc-post-install" /usr/lib/blurcam/
 install -D -m 0644 "$P/device/rauc-config.conf" /etc/systemd/system/rauc.service.d/blurcam.conf
 # U-Boot's slot state file on the boot partition (image-build/update/uboot/boot.cmd).
 echo "/boot/firmware/bootslot.env 0x0000 0x4000" > /etc/fw_env.config

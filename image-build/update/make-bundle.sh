@@ -24,6 +24,9 @@ done
 for v in rootfs boot compatible version key cert out; do
   [ -n "${!v}" ] || { echo "make-bundle: --$v is required" >&2; usage; }
 done
+# Semantic versions (1.4.0, 1.5.0-rc1): update servers such as goosebit order and match by them.
+[[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?$ ]] \
+  || { echo "make-bundle: --version $version is not a semantic version like 1.4.0" >&2; exit 2; }
 for f in "$rootfs" "$boot" "$key" "$cert"; do
   [ -f "$f" ] || { echo "make-bundle: $f: no such file" >&2; exit 1; }
 done

@@ -32,11 +32,11 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory, keys):
     where = tmp_path_factory.mktemp("bundles")
-    good = make_bundle(where, "2.0", *keys["fleet"])
+    good = make_bundle(where, "2.0.0", *keys["fleet"])
     truncated = where / "truncated.raucb"
     truncated.write_bytes(good.read_bytes()[: good.stat().st_size * 2 // 3])
     return {"good": good, "truncated": truncated,
-            "other_key": make_bundle(where, "2.1", *keys["other"])}
+            "other_key": make_bundle(where, "2.1.0", *keys["other"])}
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_a_bundle_signed_with_the_fleet_key_verifies_against_the_fleet_keyring(b
     info = rauc_info(bundles["good"], keys["fleet"][1])
     assert info.returncode == 0, info.stderr
     assert "Compatible:  'blurcam-test'" in info.stdout or "blurcam-test" in info.stdout
-    assert "2.0" in info.stdout and "verity" in info.stdout
+    assert "2.0.0" in info.stdout and "verity" in info.stdout
 
 
 def test_a_bundle_signed_with_another_key_does_not_verify(bundles, keys):

@@ -98,19 +98,19 @@ def bundle(work: Path, name: str, rootfs: Path, boot: Path, version: str, key: P
 
 @pytest.fixture(scope="module")
 def bundles_disk(image, tmp_path_factory) -> Path:
-    """An ext4 disk image holding: good.raucb (version 2.0-test, marker file), unhealthy.raucb
+    """An ext4 disk image holding: good.raucb (version 2.0.0-test, marker file), unhealthy.raucb
     (blurcam.service masked: the health check fails), other-key.raucb, truncated.raucb."""
     work = tmp_path_factory.mktemp("bundles")
     key, cert, _ = run([str(UPDATE_DIR / "signing-key.sh"), str(EXAMPLE), str(CACHE)]).stdout.split()
     boot = extract_partition(image, 2, work / "boot.vfat")
     good_root = extract_partition(image, 5, work / "rootfs-good.ext4")
-    debugfs_write(good_root, "/etc/blurcam-test-release", "2.0-test\n", work)
-    good = bundle(work, "good", good_root, boot, "2.0-test", Path(key), Path(cert))
+    debugfs_write(good_root, "/etc/blurcam-test-release", "2.0.0-test\n", work)
+    good = bundle(work, "good", good_root, boot, "2.0.0-test", Path(key), Path(cert))
     shutil.copy(good_root, work / "rootfs-unhealthy.ext4")
     debugfs_write(work / "rootfs-unhealthy.ext4", "/etc/systemd/system/blurcam.service", None, work)
-    bundle(work, "unhealthy", work / "rootfs-unhealthy.ext4", boot, "2.1-unhealthy", Path(key), Path(cert))
+    bundle(work, "unhealthy", work / "rootfs-unhealthy.ext4", boot, "2.1.0-unhealthy", Path(key), Path(cert))
     other_key, other_cert = make_key(work, "not-the-fleet")
-    bundle(work, "other-key", good_root, boot, "2.0-test", other_key, other_cert)
+    bundle(work, "other-key", good_root, boot, "2.0.0-test", other_key, other_cert)
     (work / "bundles" / "truncated.raucb").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     for f in (boot, good_root, work / "rootfs-unhealthy.ext4"):
         f.unlink()
@@ -277,8 +277,8 @@ def test_a_good_bundle_boots_b_on_trial_is_kept_and_the_settings_survive(vm):
           f"confirmed after {time.monotonic() - start - installed:.0f} s")
     assert vm.booted_slots()[-1] == "B"
     assert status["booted"] == "B" and status["on_trial"] is False, status
-    assert status["versions"]["B"] == "2.0-test"
-    assert vm.ssh("cat /etc/blurcam-test-release").stdout.strip() == "2.0-test"
+    assert status["versions"]["B"] == "2.0.0-test"
+    assert vm.ssh("cat /etc/blurcam-test-release").stdout.strip() == "2.0.0-test"
     env = vm.ssh("sudo fw_printenv").stdout
     assert "BOOT_ORDER=B A" in env and "BOOT_B_LEFT=3" in env, env
     # The new slot's cmdline.txt names its own root (rauc-post-install).
