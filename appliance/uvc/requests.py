@@ -330,14 +330,15 @@ def handle_setup(device: Device, state: State, setup: Setup) -> tuple[State, Rep
 
 
 def _interface_request(state: State, setup: Setup, error_selector: int) -> tuple[State, Reply]:
-    """The error-code controls: read-only, one byte. Reading one does not reset it."""
+    """The error-code controls: read-only, one byte. Reading one is itself a successful request,
+    so it reports the previous request's code and then resets it (UVC 1.5 section 4.2.1.2)."""
     if setup.selector != error_selector:
         return _stall(state, ErrorCode.INVALID_CONTROL)
     if setup.request == GET_CUR and setup.length == 1:
         code = state.error_code if error_selector == VC_REQUEST_ERROR_CODE_CONTROL else 0
-        return state, Reply(bytes([code]))
+        return _ok(state, bytes([code]))
     if setup.request == GET_INFO and setup.length == 1:
-        return state, Reply(bytes([INFO_GET]))
+        return _ok(state, bytes([INFO_GET]))
     return _stall(state, ErrorCode.INVALID_REQUEST)
 
 

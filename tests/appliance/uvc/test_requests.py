@@ -171,6 +171,14 @@ def test_a_good_request_after_a_stall_clears_the_error_code():
     assert get(state, ERROR_CODE_GET_CUR) == bytes([0])
 
 
+def test_reading_the_error_code_reports_it_once_then_reads_zero():
+    # UVC 1.5 section 4.2.1.2: reset to 0 after any successful request, this one included.
+    state, _ = r.handle_setup(DEVICE, fresh(), packet("a1 81 00 09 00 02 02 00"))
+    state, first = r.handle_setup(DEVICE, state, packet(ERROR_CODE_GET_CUR))
+    state, second = r.handle_setup(DEVICE, state, packet(ERROR_CODE_GET_CUR))
+    assert (first.data, second.data) == (bytes([r.ErrorCode.INVALID_CONTROL]), bytes([0]))
+
+
 def test_data_stage_of_the_wrong_length_or_without_setup_is_refused_not_a_crash():
     state, _ = r.handle_setup(DEVICE, fresh(), packet(PROBE_SET_CUR))
     state, effects = r.handle_data(DEVICE, state, b"\x01\x00\x01")
