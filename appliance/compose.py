@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 
 from appliance.frame import fit_cover, rgb_to_i420, split_i420
+from appliance.text import check, draw_centered
 
 # The blur radius aimed for at low resolution; the downscale factor makes up the rest.
 _LOW_RES_SIGMA = 4.0
@@ -92,9 +93,8 @@ def privacy_card(width: int, height: int, text: str) -> np.ndarray:
     cx, cy, r = width // 2, int(height * 0.42), int(height * 0.12)
     cv2.circle(rgb, (cx, cy), r, (120, 130, 140), thickness, cv2.LINE_AA)
     cv2.line(rgb, (cx - r, cy + r), (cx + r, cy - r), (120, 130, 140), thickness, cv2.LINE_AA)
-    (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thickness)
-    cv2.putText(rgb, text, ((width - tw) // 2, int(height * 0.68) + th // 2),
-                cv2.FONT_HERSHEY_SIMPLEX, scale, (220, 224, 230), thickness, cv2.LINE_AA)
+    # Settings checked the text when it was saved; check() again only drops what cannot be drawn.
+    draw_centered(rgb, check(text).text, int(height * 0.68), round(height * 0.075), (220, 224, 230))
     card = rgb_to_i420(rgb)
     card.setflags(write=False)
     return card

@@ -44,7 +44,8 @@ MAX_CONNECTIONS = 16  # worker threads, one per connection
 IDLE_TIMEOUT_S = 10.0  # a connection with no request in progress
 MESSAGE_DEADLINE_S = 2.0  # from a request's first byte to its last
 SLOT_WAIT_S = 1.0  # how long a new connection waits for a worker to come free
-PREVIEW_VIEWS = ("original", "mask", "output")
+# The preview's views: the camera, the mask, what the host gets, and those three side by side.
+PREVIEW_VIEWS = ("original", "mask", "output", "all")
 
 
 class ControlError(RuntimeError):
@@ -112,6 +113,13 @@ def recv_message(sock: socket.socket, deadline_s: float | None = None) -> tuple[
     if not isinstance(header, dict):
         raise ProtocolError("header must be a JSON object")
     return header, payload
+
+
+def _text_arg(args: dict[str, Any], name: str) -> str:
+    value = args.get(name)
+    if not isinstance(value, str):
+        raise SettingsError({name: f"required, a string; got {type(value).__name__}"})
+    return value
 
 
 class ControlServer:
@@ -274,10 +282,13 @@ class ControlServer:
             return {"ok": True, "result": result}, body
 
         def preview(args, _payload):
-            view = args.get("view")
+            view, after = args.get("view"), args.get("after", 0)
             if view not in PREVIEW_VIEWS:
                 raise SettingsError({"view": f"one of {', '.join(PREVIEW_VIEWS)}; got {view!r}"})
-            return ok({"view": view}, c.preview(view))
+            if type(after) is not int or not 0 <= after < 2**63:
+                raise SettingsError({"after": f"a frame number (integer >= 0); got {after!r}"})
+            seq, jpeg = c.preview_next(view, after)
+            return ok({"view": view, "seq": seq}, jpeg)
 
         def update_settings(args, _payload):
             changes = args.get("changes")
@@ -294,6 +305,9 @@ class ControlServer:
             "preview": preview,
             "set_background": lambda a, p: ok(c.set_background(p).model_dump()),
             "factory_reset": lambda a, p: ok(c.factory_reset().model_dump()),
+            "reset_settings": lambda a, p: ok(c.settings.reset().model_dump()),
+            "backgrounds": lambda a, p: ok(c.backgrounds()),
+            "background_thumbnail": lambda a, p: ok(None, c.background_thumbnail(_text_arg(a, "name"))),
         }
 
 
@@ -353,8 +367,14 @@ class ControlClient:
         return self.call("status")[0]
 
     def preview(self, view: str) -> bytes:
-        """A JPEG of the newest frame: 'original', 'mask' or 'output'."""
+        """A JPEG of the newest frame: 'original', 'mask', 'output' or 'all' (side by side)."""
         return self.call("preview", {"view": view})[1]
+
+    def preview_next(self, view: str, after: int) -> tuple[int, bytes]:
+        """(sequence number, JPEG) of the first frame newer than `after`; the same number as
+        `after` when none came within the daemon's wait (a stream then sends nothing)."""
+        result, jpeg = self.call("preview", {"view": view, "after": after})
+        return int(result["seq"]), jpeg
 
     def set_background(self, image: bytes) -> dict[str, Any]:
         return self.call("set_background", payload=image)[0]
@@ -362,3 +382,14 @@ class ControlClient:
     def factory_reset(self) -> dict[str, Any]:
         """Forget the user's settings and backgrounds; returns the settings now in force."""
         return self.call("factory_reset")[0]
+
+    def reset_settings(self) -> dict[str, Any]:
+        """Forget every change the user made: back to the fleet's (or the built-in) defaults."""
+        return self.call("reset_settings")[0]
+
+    def backgrounds(self) -> dict[str, Any]:
+        """{"current": name, "choices": [{"name", "label", "kind": "builtin"|"uploaded"}]}"""
+        return self.call("backgrounds")[0]
+
+    def background_thumbnail(self, name: str) -> bytes:
+        return self.call("background_thumbnail", {"name": name})[1]

@@ -18,9 +18,9 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from appliance import __version__
-from appliance.encode import MjpegEncoder
-from appliance.frame import split_i420
+from appliance import __version__, backgrounds, preview
+from appliance.cpuload import CpuMeter
+from appliance.frame import fit_cover
 from appliance.pipeline import IDLE_STATUS, FramePipeline, ThreadedPipeline
 from appliance.settings import Settings, SettingsError, SettingsStore, image_controls
 from appliance.sources.base import SourceError
@@ -30,11 +30,14 @@ from appliance.stream import FrameSlot, StreamFormat
 
 log = logging.getLogger(__name__)
 
-PREVIEW_FORMAT = StreamFormat("mjpeg", 640, 360, 15)
+# 30 fps: the page's preview stream should look like video (it runs only while a page watches).
+PREVIEW_FORMAT = StreamFormat("mjpeg", 640, 360, 30)
 PREVIEW_SECONDS = 10.0  # a preview keeps the pipeline alive this long after the last request
-PREVIEW_WIDTH = 640
+PREVIEW_WAIT = 2.0  # how long a preview request waits for a newer frame
+NO_MASK_REASONS = {"none": "No mask: the effect is Off", "privacy": "No mask: the privacy card is on"}
 BACKGROUND_MAX = (1920, 1080)
 BACKGROUND_FILES = "background-*.jpg"  # the names set_background gives uploaded pictures
+THUMBNAIL_SIZE = (224, 126)
 HEARTBEAT_STALE = 5.0  # a worker silent this long is hung (shorter when systemd's watchdog is)
 SHUTDOWN_GRACE = 1.5  # after SIGTERM, a clean stop taking longer than this is cut short
 
@@ -91,6 +94,10 @@ class Controller:
         self._host_connected = False
         self._stream_format: StreamFormat | None = None
         self._started = time.monotonic()
+        self._preview_lock = threading.Lock()
+        self._preview_cache: dict[str, tuple[object, bytes]] = {}
+        self._thumbnails: dict[tuple[str, int], bytes] = {}
+        self._cpu = CpuMeter()
         self._last_error = ""
         self._restart_mode, self._restart_at, self._restart_delay = "", 0.0, 0.0
         self.uvc = None  # the UvcServer, when this machine has a UDC
@@ -98,16 +105,16 @@ class Controller:
         self.settings.subscribe(self._on_settings_changed)
 
     # --- settings -------------------------------------------------------------------------
-    def _background_path(self, name: str) -> Path:
-        return self.state_dir / "backgrounds" / name
+    @property
+    def _upload_dir(self) -> Path:
+        return self.state_dir / "backgrounds"
 
     def _load_background(self, s: Settings) -> np.ndarray | None:
-        if not s.background:
-            return None
+        path = backgrounds.path_of(s.background, self._upload_dir)
         try:
-            return read_image(self._background_path(s.background))
+            return read_image(path)
         except SourceError as exc:
-            log.error("background %s unusable (%s); blurring instead", s.background, exc)
+            log.error("background %s unusable (%s); blurring instead", path, exc)
             return None
 
     def _on_settings_changed(self, old: Settings, new: Settings) -> None:
@@ -118,11 +125,6 @@ class Controller:
         log.info("settings changed: %s", ", ".join(k for k in Settings.model_fields if getattr(old, k) != getattr(new, k)))
 
     def update_settings(self, changes: dict) -> Settings:
-        name = changes.get("background")
-        if isinstance(name, str) and name and not self._background_path(name).is_file():
-            # Only a picture the daemon stored (POST /api/background) can be the background.
-            raise SettingsError({"background": f"{name!r} is not a stored background; upload the "
-                                               "picture with POST /api/background"})
         if "model" in changes or "precision" in changes:
             # Load the new model before accepting: a broken model file must not be saved as the choice.
             from appliance.segment import ModelError, load_segmenter
@@ -131,6 +133,11 @@ class Controller:
                 load_segmenter(candidate.get("model"), candidate.get("precision"))
             except ModelError as exc:
                 raise SettingsError({"model": str(exc)}) from None
+        name = changes.get("background")
+        if isinstance(name, str) and backgrounds.is_upload(name) and not (self._upload_dir / name).is_file():
+            # Only a picture the daemon stored (POST /api/background) can be the background.
+            raise SettingsError({"background": f"{name!r} is not a stored background; upload the "
+                                               "picture with POST /api/background"})
         return self.settings.update(changes)
 
     def set_background(self, data: bytes) -> Settings:
@@ -145,15 +152,14 @@ class Controller:
         jpeg = simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=90, colorspace="RGB")
         name = f"background-{hashlib.sha256(jpeg).hexdigest()[:12]}.jpg"
         old = self.settings.current.background
-        write_atomically(self._background_path(name), jpeg, what="background picture")
+        write_atomically(self._upload_dir / name, jpeg, what="background picture")
         try:
             new = self.settings.update({"background": name})
         except StorageError:
             if name != old:  # not saved as the choice: do not leave the picture behind
-                self._background_path(name).unlink(missing_ok=True)
+                (self._upload_dir / name).unlink(missing_ok=True)
             raise
-        if old and old != name:
-            self._background_path(old).unlink(missing_ok=True)
+        remove_backgrounds(self.state_dir, keep=name)  # one upload is kept: the newest
         return new
 
     def factory_reset(self) -> Settings:
@@ -162,6 +168,37 @@ class Controller:
         remove_backgrounds(self.state_dir, keep=new.background)
         log.warning("factory reset: user settings and uploaded backgrounds removed")
         return new
+
+    def _uploads(self) -> list[str]:
+        if not self._upload_dir.is_dir():
+            return []
+        return sorted(p.name for p in self._upload_dir.iterdir() if backgrounds.is_upload(p.name))
+
+    def backgrounds(self) -> dict:
+        """The pictures "Replace" can use, and the one in effect ("" is the default built-in)."""
+        choices = [{"name": name, "label": label, "kind": "builtin"} for name, label in backgrounds.BUILTIN.items()]
+        choices += [{"name": name, "label": backgrounds.label_of(name), "kind": "uploaded"}
+                    for name in self._uploads()]
+        return {"current": self.settings.current.background or backgrounds.DEFAULT, "choices": choices}
+
+    def background_thumbnail(self, name: str) -> bytes:
+        """A small JPEG of a background (for the page's picker)."""
+        try:
+            path = backgrounds.path_of(name, self._upload_dir)
+        except ValueError as exc:
+            raise SettingsError({"name": str(exc)}) from None
+        key = (str(path), path.stat().st_mtime_ns if path.exists() else 0)
+        if key not in self._thumbnails:
+            try:
+                rgb = read_image(path)
+            except SourceError as exc:
+                raise SettingsError({"name": f"{name}: {exc}"}) from None
+            small = fit_cover(rgb, *THUMBNAIL_SIZE)
+            self._thumbnails = {key: simplejpeg.encode_jpeg(np.ascontiguousarray(small), quality=80,
+                                                            colorspace="RGB"), **self._thumbnails}
+            while len(self._thumbnails) > 16:
+                self._thumbnails.pop(next(reversed(self._thumbnails)))
+        return self._thumbnails[key]
 
     # --- streaming ------------------------------------------------------------------------
     def _open_source(self):
@@ -218,23 +255,46 @@ class Controller:
 
     # --- preview --------------------------------------------------------------------------
     def preview(self, view: str = "output") -> bytes:
-        if view not in ("original", "mask", "output"):
-            raise ValueError(f"unknown preview view {view!r}: expected original, mask or output")
+        """A JPEG of the newest frame."""
+        return self.preview_next(view, 0)[1]
+
+    def preview_next(self, view: str, after: int, wait: float = PREVIEW_WAIT) -> tuple[int, bytes]:
+        """The first frame newer than sequence number `after` (waiting up to `wait` s), as
+        (sequence, JPEG of `view`). With nothing newer in time, the newest frame again with the
+        same number: a streaming client sends a frame only when the number moves on."""
+        if view not in preview.VIEWS:
+            raise ValueError(f"unknown preview view {view!r}: expected {', '.join(preview.VIEWS)}")
         with self._lock:
             self._preview_until = time.monotonic() + PREVIEW_SECONDS
             if self._mode == "idle":
-                wait = self._restart_at - time.monotonic()
-                if wait > 0:  # the camera just failed: do not hammer it from every page refresh
-                    raise SourceError(f"camera unavailable ({self._last_error}); retrying in {wait:.0f} s")
+                wait_s = self._restart_at - time.monotonic()
+                if wait_s > 0:  # the camera just failed: do not hammer it from every page refresh
+                    raise SourceError(f"camera unavailable ({self._last_error}); retrying in {wait_s:.0f} s")
                 self._run(PREVIEW_FORMAT, "preview")
-            runner = self._runner
-        deadline = time.monotonic() + 5.0
-        while runner.latest is None and time.monotonic() < deadline and runner.error is None:
-            time.sleep(0.02)
+            runner, slot = self._runner, self._slot
+        newest, _ = slot.latest()
+        if after > newest:
+            after = 0  # a number from before a restart of the pipeline
+        deadline = time.monotonic() + wait
+        got = slot.get(after, timeout=wait)
+        if got is None and after:
+            got = slot.get(0, timeout=max(0.0, deadline - time.monotonic()))
         latest = runner.latest
-        if latest is None:
+        if got is None or latest is None:
             raise SourceError(f"no frame from the camera ({runner.error or 'timed out'})")
-        return preview_jpeg(latest, view)
+        return got[0], self._preview_jpeg(latest, view)
+
+    def _preview_jpeg(self, latest, view: str) -> bytes:
+        """Encode once per frame and view, however many pages watch it."""
+        with self._preview_lock:
+            cached = self._preview_cache.get(view)
+            if cached is not None and cached[0] is latest:
+                return cached[1]
+        effect = self.settings.current.effect
+        jpeg = preview.render(latest, view, NO_MASK_REASONS.get(effect, ""))
+        with self._preview_lock:
+            self._preview_cache[view] = (latest, jpeg)
+        return jpeg
 
     # --- health ---------------------------------------------------------------------------
     def tick(self) -> None:
@@ -297,6 +357,7 @@ class Controller:
         # Live figures: capture-to-output latency, the applied mask's age, frames dropped.
         out.update(runner.stats().as_status() if runner else IDLE_STATUS)
         out.update(system_health())
+        out["cpu_percent"] = self._cpu.percent()  # all cores together, since the last status
         if self.uvc is not None:
             out["usb"] = self.uvc.status()
         return out
@@ -312,34 +373,6 @@ class Controller:
         with self._lock:
             self._halt()
             self._source = None
-
-
-def preview_jpeg(latest, view: str) -> bytes:
-    """A small JPEG of one view of the newest processed frame."""
-    if view == "mask":
-        alpha = latest.alpha_low
-        if alpha is None:
-            alpha = np.ones((144, 256), np.float32)
-        w = PREVIEW_WIDTH
-        h = round(w * latest.frame.height / latest.frame.width)
-        gray = cv2.resize((alpha * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
-        return simplejpeg.encode_jpeg(gray[..., None], quality=80, colorspace="GRAY")
-    yuv = latest.frame.yuv if view == "original" else latest.yuv
-    return MjpegEncoder(80).encode(_shrink_i420(yuv, PREVIEW_WIDTH))
-
-
-def _shrink_i420(yuv: np.ndarray, width: int) -> np.ndarray:
-    y, u, v = split_i420(yuv)
-    h, w = y.shape
-    if w <= width:
-        return yuv
-    nh = (round(h * width / w) // 2) * 2
-    out = np.empty((nh * 3 // 2, width), np.uint8)
-    oy, ou, ov = split_i420(out)
-    cv2.resize(y, (width, nh), oy, interpolation=cv2.INTER_AREA)
-    cv2.resize(u, (width // 2, nh // 2), ou, interpolation=cv2.INTER_AREA)
-    cv2.resize(v, (width // 2, nh // 2), ov, interpolation=cv2.INTER_AREA)
-    return out
 
 
 def default_control_socket(state_dir: Path | None) -> Path:

@@ -453,10 +453,11 @@ class ThreadedPipeline:
             alpha = self.pipeline.refine(ticket.prob)
         frame, alpha = self.pipeline.reframe(frame, alpha)
         out = self.pipeline.finish(frame, alpha)
+        processed = Processed(frame, out, alpha)
+        # `latest` first: whoever the slot wakes finds this frame's preview already there.
+        self.latest = processed
         self.slot.put(encoder.encode(out))
         now = time.monotonic()
-        processed = Processed(frame, out, alpha)
-        self.latest = processed
         self.last_output_at = now
         self.frames_out += 1
         latency = (now - frame.timestamp) * 1000.0

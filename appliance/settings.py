@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_core import PydanticCustomError
 
 from appliance.storage import remove_durably, remove_stale_temp_files, write_atomically
 
@@ -41,9 +42,11 @@ class Settings(BaseModel):
     resolutions: list[Literal["640x360", "640x480", "1280x720", "1920x1080"]] = Field(
         default_factory=lambda: list(RESOLUTIONS), min_length=1, max_length=len(RESOLUTIONS),
         description="MJPEG frame sizes offered to the host, each once")
-    # A stored background's file name (the daemon also checks that it exists): no path, no dot file.
+    # A built-in's name, a stored upload's file name (the daemon also checks that it exists), or ""
+    # for the default built-in (appliance/backgrounds.py): no path, no dot file.
     background: str = Field("", max_length=128, pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*)?$",
-                            description="file name of the uploaded replacement background")
+                            description="a built-in background's name, an uploaded picture's file "
+                                        "name, or empty for the default built-in")
 
     @field_validator("resolutions")
     @classmethod
@@ -64,6 +67,26 @@ class Settings(BaseModel):
     framing_speed: Literal["slow", "normal", "fast"] = "normal"
     inference_threads: int = Field(1, ge=1, le=4)
     usb_networking: bool = False
+
+    @field_validator("background")
+    @classmethod
+    def _known_background(cls, value: str) -> str:
+        from appliance import backgrounds
+        try:
+            backgrounds.check_name(value)
+        except ValueError as exc:
+            raise PydanticCustomError("background_name", str(exc)) from None
+        return value
+
+    @field_validator("privacy_text")
+    @classmethod
+    def _drawable(cls, value: str) -> str:
+        """Only text the card can draw is saved; emoji are left out (the page says so)."""
+        from appliance import text
+        try:
+            return text.check(value).text
+        except text.TextError as exc:
+            raise PydanticCustomError("undrawable", str(exc)) from None
 
 
 FIELDS = tuple(Settings.model_fields)

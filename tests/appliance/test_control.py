@@ -16,6 +16,7 @@ import pytest
 from appliance.control import (MAX_CONNECTIONS, MAX_HEADER, MAX_PAYLOAD, MESSAGE_DEADLINE_S, ControlClient,
                                ControlError, ControlServer, recv_message, send_message)
 from appliance.settings import SettingsError
+from tests.support.controller_double import UPLOAD_NAME
 
 
 def raw_connection(path) -> socket.socket:
@@ -79,8 +80,8 @@ def test_a_background_upload_is_validated_by_the_controller(daemon, controller):
         client.set_background(b"GIF89a but not really")
     assert "background" in caught.value.errors
     assert controller.settings.current.background == ""
-    assert client.set_background(png_bytes())["background"] == "background.jpg"
-    stored = cv2.imread(str(controller.state_dir / "background.jpg"))
+    assert client.set_background(png_bytes())["background"] == UPLOAD_NAME
+    stored = cv2.imread(str(controller.state_dir / UPLOAD_NAME))
     assert stored.shape == (720, 1280, 3)
 
 
@@ -129,7 +130,8 @@ def test_one_connection_carries_many_requests(daemon):
 
 @pytest.mark.parametrize("header, reason", [
     ({"op": "format_disk"}, "op must be one of ping, get_settings, update_settings, status, "
-                            "preview, set_background, factory_reset; got 'format_disk'"),
+                            "preview, set_background, factory_reset, reset_settings, backgrounds, "
+                            "background_thumbnail; got 'format_disk'"),
     ({"op": "status", "args": [1]}, "args must be an object"),
     ({}, "got a NoneType"),
     ({"op": ["status"]}, "got a list"),

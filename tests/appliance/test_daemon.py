@@ -53,7 +53,7 @@ def test_the_preview_shows_original_mask_and_output_then_idles_again(controller,
 
 
 def test_an_unknown_preview_view_is_an_error(controller):
-    with pytest.raises(ValueError, match="original, mask or output"):
+    with pytest.raises(ValueError, match="original, mask, output, all"):
         controller.preview("xray")
 
 

@@ -16,6 +16,7 @@ from appliance import __version__
 from appliance.settings import Settings, SettingsError, SettingsStore
 
 PREVIEW_SIZE = (320, 180)
+UPLOAD_NAME = "background-0123456789ab.jpg"  # shaped like the daemon's names (appliance/backgrounds.py)
 
 
 def _scene(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,6 +53,8 @@ class ControllerDouble:
     def preview(self, view: str) -> bytes:
         self.preview_requests += 1
         image, mask = _scene(*PREVIEW_SIZE)
+        if view == "all":
+            view = "output"
         if view == "mask":
             out = cv2.cvtColor(mask, cv2.COLOR_GRAY2BGR)
         elif view == "original":
@@ -64,6 +67,9 @@ class ControllerDouble:
         assert ok
         return jpeg.tobytes()
 
+    def preview_next(self, view: str, after: int) -> tuple[int, bytes]:
+        return after + 1, self.preview(view)
+
     def set_background(self, data: bytes) -> Settings:
         image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR) if data else None
         if image is None:
@@ -71,5 +77,5 @@ class ControllerDouble:
                                                "(JPEG, PNG, WebP, BMP)"})
         image = cv2.resize(image, (1280, 720), interpolation=cv2.INTER_AREA)
         ok, jpeg = cv2.imencode(".jpg", image)
-        (self.state_dir / "background.jpg").write_bytes(jpeg.tobytes())
-        return self.settings.update({"background": "background.jpg"})
+        (self.state_dir / UPLOAD_NAME).write_bytes(jpeg.tobytes())
+        return self.settings.update({"background": UPLOAD_NAME})

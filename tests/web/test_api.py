@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from appliance.settings import FIELDS, Settings
+from tests.support.controller_double import UPLOAD_NAME
 from web import MAX_UPLOAD_BYTES
 
 
@@ -193,8 +194,8 @@ def test_a_background_upload_is_stored_resized_and_selected(user, controller):
     response = user.post("/api/background", data={"image": png_upload()},
                          content_type="multipart/form-data")
     assert response.status_code == 200
-    assert response.json["background"] == "background.jpg"
-    assert cv2.imread(str(controller.state_dir / "background.jpg")).shape == (720, 1280, 3)
+    assert response.json["background"] == UPLOAD_NAME
+    assert cv2.imread(str(controller.state_dir / UPLOAD_NAME)).shape == (720, 1280, 3)
 
 
 @pytest.mark.parametrize("data, field, words", [
@@ -207,7 +208,7 @@ def test_a_bad_upload_is_a_400_naming_what_is_wrong_and_nothing_changes(user, co
     assert response.status_code == 400
     assert words in response.json["errors"][field]
     assert user.get("/api/settings").json["background"] == ""
-    assert not (controller.state_dir / "background.jpg").exists()
+    assert not (controller.state_dir / UPLOAD_NAME).exists()
 
 
 def test_an_oversized_upload_is_a_413_and_nothing_changes(user, controller):

@@ -1,0 +1,77 @@
+"""The settings page's preview pictures: one view of a processed frame as a small JPEG.
+
+Views: the camera's picture ("original"), the person mask ("mask"), what the host gets ("output"),
+or all three side by side in one picture ("all": one stream, the three from the same frame).
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from appliance.control import PREVIEW_VIEWS as VIEWS
+from appliance.encode import MjpegEncoder
+from appliance.frame import rgb_to_i420, split_i420
+from appliance.text import draw_centered
+
+WIDTH = 640        # a single view
+TILE_WIDTH = 480   # each of the three in "all"
+QUALITY = 80
+
+
+def render(latest, view: str, no_mask_reason: str = "") -> bytes:
+    """A JPEG of `view` of `latest` (the pipeline's Processed: frame, yuv, alpha_low).
+
+    Without a mask (effects that do not look for the person) the mask view says so in words
+    instead of showing a white picture that would look like a mask of everything.
+    """
+    if view not in VIEWS:
+        raise ValueError(f"unknown preview view {view!r}: expected {', '.join(VIEWS)}")
+    if view == "all":
+        tiles = [_view_i420(latest, v, TILE_WIDTH, no_mask_reason) for v in ("original", "mask", "output")]
+        return MjpegEncoder(QUALITY).encode(_side_by_side(tiles))
+    return MjpegEncoder(QUALITY).encode(_view_i420(latest, view, WIDTH, no_mask_reason))
+
+
+def _size(latest, width: int) -> tuple[int, int]:
+    w = min(width, latest.frame.width)
+    return w // 2 * 2, round(w * latest.frame.height / latest.frame.width) // 2 * 2
+
+
+def _view_i420(latest, view: str, width: int, no_mask_reason: str) -> np.ndarray:
+    w, h = _size(latest, width)
+    if view == "mask":
+        if latest.alpha_low is None:
+            return _notice_i420(w, h, no_mask_reason or "No mask for this effect")
+        gray = cv2.resize((latest.alpha_low * 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+        out = np.full((h * 3 // 2, w), 128, np.uint8)
+        out[:h] = gray
+        return out
+    return _shrink_i420(latest.frame.yuv if view == "original" else latest.yuv, w, h)
+
+
+def _notice_i420(w: int, h: int, text: str) -> np.ndarray:
+    rgb = np.full((h, w, 3), (52, 58, 66), np.uint8)
+    draw_centered(rgb, text, h // 2, max(10, h // 14), (225, 228, 232))
+    return rgb_to_i420(rgb)
+
+
+def _shrink_i420(yuv: np.ndarray, width: int, height: int) -> np.ndarray:
+    y, u, v = split_i420(yuv)
+    if y.shape == (height, width):
+        return yuv
+    out = np.empty((height * 3 // 2, width), np.uint8)
+    oy, ou, ov = split_i420(out)
+    cv2.resize(y, (width, height), oy, interpolation=cv2.INTER_AREA)
+    cv2.resize(u, (width // 2, height // 2), ou, interpolation=cv2.INTER_AREA)
+    cv2.resize(v, (width // 2, height // 2), ov, interpolation=cv2.INTER_AREA)
+    return out
+
+
+def _side_by_side(tiles: list[np.ndarray]) -> np.ndarray:
+    planes = [split_i420(t) for t in tiles]
+    ys = np.hstack([p[0] for p in planes])
+    us = np.hstack([p[1] for p in planes])
+    vs = np.hstack([p[2] for p in planes])
+    # I420 keeps each plane contiguous: the chroma rows of the wide picture are not image rows.
+    return np.concatenate([ys.ravel(), us.ravel(), vs.ravel()]).reshape(-1, ys.shape[1])
