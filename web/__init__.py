@@ -20,6 +20,7 @@ from appliance.control import ControlClient
 from appliance.storage import StorageError, remove_stale_temp_files, write_atomically
 
 from . import api, auth, network, update, views
+from . import backgrounds, presets  # noqa: F401  (they add their routes to api.bp)
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,8 @@ from . import auth
 bp = Blueprint("api", __name__)
 
 MJPEG_BOUNDARY = "blurcamframe"
-MJPEG_MAX_FPS = 10.0
+MJPEG_MAX_FPS = 30.0  # the pipeline sets the pace; this only caps a very fast one
+MJPEG_STALL_S = 10.0  # a stream with no new frame for this long ends
 MAX_MJPEG_STREAMS = 3  # each open stream holds a server thread
 _mjpeg_streams = threading.BoundedSemaphore(MAX_MJPEG_STREAMS)
 
@@ -160,28 +161,36 @@ def preview_jpeg(view: str):
 
 @bp.get("/preview/<view>.mjpg")
 def preview_mjpeg(view: str):
+    """A multipart MJPEG stream: each new frame of the pipeline once, as soon as it is ready."""
     _check_view(view)
     if not _mjpeg_streams.acquire(blocking=False):
         return jsonify(error="too many preview streams open",
                        detail=f"at most {MAX_MJPEG_STREAMS}; use /api/preview/{view}.jpg"), 503
     client = control()
     try:
-        first = client.preview(view)  # fail with a proper 503 before the stream starts
+        first = client.preview_next(view, 0)  # fail with a proper 503 before the stream starts
     except BaseException:
         _mjpeg_streams.release()
         raise
 
     def frames():
-        jpeg = first
+        seq, jpeg = first
+        last_new = time.monotonic()
         while True:
-            started = time.monotonic()
             yield (f"--{MJPEG_BOUNDARY}\r\nContent-Type: image/jpeg\r\n"
-                   f"Content-Length: {len(jpeg)}\r\n\r\n").encode() + jpeg + b"\r\n"
-            time.sleep(max(0.0, 1 / MJPEG_MAX_FPS - (time.monotonic() - started)))
-            try:
-                jpeg = client.preview(view)
-            except ControlError:
-                return  # daemon went away: end the stream; the client may reconnect
+                   f"Content-Length: {len(jpeg)}\r\nX-Frame: {seq}\r\n\r\n").encode() + jpeg + b"\r\n"
+            sent = time.monotonic()
+            while True:
+                try:
+                    newer, jpeg = client.preview_next(view, seq)
+                except ControlError:
+                    return  # daemon went away: end the stream; the page reconnects with back-off
+                if newer != seq:
+                    break
+                if time.monotonic() - last_new > MJPEG_STALL_S:
+                    return  # the camera stalled: end the stream, the page says so and retries
+            seq, last_new = newer, time.monotonic()
+            time.sleep(max(0.0, 1 / MJPEG_MAX_FPS - (last_new - sent)))
 
     # The generator needs no request context: it holds its own client.
     response = Response(frames(), mimetype=f"multipart/x-mixed-replace; boundary={MJPEG_BOUNDARY}")

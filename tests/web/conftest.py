@@ -75,3 +75,11 @@ def log_in(client, password: str = PASSWORD) -> LoggedIn:
 @pytest.fixture
 def user(client) -> LoggedIn:
     return log_in(client)
+
+
+@pytest.fixture
+def demo_user(tmp_path, demo_daemon, clock) -> LoggedIn:
+    """Logged in to a web app in front of the real daemon (demo camera)."""
+    app = create_app({"STATE_DIR": tmp_path / "web-demo", "CONTROL_SOCKET": demo_daemon.path,
+                      "ADMIN_PASSWORD": PASSWORD, "LOGIN_THROTTLE": LoginThrottle(clock=clock)})
+    return log_in(app.test_client())
