@@ -257,7 +257,8 @@ def test_resolutions_are_bounded_and_unique_and_a_refused_list_is_not_saved(user
 
 
 def test_the_largest_valid_settings_fit_in_one_control_socket_reply(user, demo_controller):
-    largest = {"resolutions": list(RESOLUTIONS), "privacy_text": "\U0001F44B" * 60}
+    # The longest text the card can draw (emoji are left out, so a non-ASCII letter is the longest).
+    largest = {"resolutions": list(RESOLUTIONS), "privacy_text": "\u0416" * 60}
     settings = user.put("/api/settings", json=largest).json
     assert settings["privacy_text"] == largest["privacy_text"]
     biggest_reply = json.dumps({"ok": True, "result": {**settings, "background": "b" * 128}},
