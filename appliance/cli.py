@@ -17,7 +17,8 @@ DEFAULT_WEB_STATE_DIR = Path("/var/lib/blurcam-web")
 
 
 def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", choices=("general", "landscape"), default="general")
+    p.add_argument("--model", choices=("auto", "general", "landscape"), default="auto",
+                   help="auto (default): the landscape model for 16:9 frames, the general one for 4:3")
     p.add_argument("--precision", choices=("int8", "float"), default="int8")
 
 

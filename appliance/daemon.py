@@ -127,10 +127,10 @@ class Controller:
     def update_settings(self, changes: dict) -> Settings:
         if "model" in changes or "precision" in changes:
             # Load the new model before accepting: a broken model file must not be saved as the choice.
-            from appliance.segment import ModelError, load_segmenter
+            from appliance.segment import ModelError, check_models
             candidate = {**self.settings.current.model_dump(), **changes}
             try:
-                load_segmenter(candidate.get("model"), candidate.get("precision"))
+                check_models(candidate.get("model"), candidate.get("precision"))
             except ModelError as exc:
                 raise SettingsError({"model": str(exc)}) from None
         name = changes.get("background")

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from appliance.segment import model_input
+
 
 @dataclass
 class Frame:
@@ -79,7 +81,7 @@ def i420_to_rgb(yuv: np.ndarray) -> np.ndarray:
 def frame_from_rgb(rgb: np.ndarray, lores_size: tuple[int, int], timestamp: float,
                    sequence: int = 0) -> Frame:
     """Wrap an RGB picture as a Frame, as sources without a YUV pipeline of their own do."""
-    lores = cv2.resize(rgb, lores_size, interpolation=cv2.INTER_AREA)
+    lores = model_input(rgb, lores_size)
     return Frame(yuv=rgb_to_i420(rgb), lores=lores, timestamp=timestamp, sequence=sequence)
 
 

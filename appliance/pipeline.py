@@ -18,7 +18,7 @@ from appliance.encode import encoder_for
 from appliance.frame import Frame, split_i420
 from appliance.framing import Crop, Framer, SensorCrop, crop_i420, crop_mask
 from appliance.refine import MaskRefiner, guided_upsample, half_size
-from appliance.segment import Segmenter, load_segmenter
+from appliance.segment import Segmenter, load_segmenter, model_for
 from appliance.settings import Settings
 from appliance.stream import FrameSlot, StreamFormat
 
@@ -61,6 +61,8 @@ class FramePipeline:
         self.compositor.set_background(background_rgb)
         self._segmenter: Segmenter | None = None
         self._segmenter_key: tuple | None = None
+        # The size of the frames to come: the "auto" model choice depends on it.
+        self.frame_size: tuple[int, int] | None = None
         self._framer: Framer | None = None
 
     def configure(self, settings: Settings, background_rgb: np.ndarray | None = None,
@@ -72,9 +74,16 @@ class FramePipeline:
 
     @property
     def model_key(self) -> tuple[str, str, int]:
-        """What identifies the model the settings ask for: (name, precision, threads)."""
+        """What identifies the model the settings ask for, for frames of `frame_size`:
+        (model file name, precision, threads)."""
         s = self.settings
-        return s.model, s.precision, s.inference_threads
+        name = model_for(s.model, *self.frame_size) if self.frame_size else model_for(s.model, 4, 3)
+        return name, s.precision, s.inference_threads
+
+    def lores_size_for(self, width: int, height: int) -> tuple[int, int]:
+        """Set the size of the frames to come; the (width, height) of the image the model wants."""
+        self.frame_size = (width, height)
+        return self.lores_size
 
     @property
     def segmenter(self) -> Segmenter:
@@ -185,6 +194,7 @@ class FramePipeline:
 
     def process(self, frame: Frame, at: float | None = None) -> Processed:
         timings: dict[str, float] = {}
+        self.frame_size = (frame.width, frame.height)
         alpha = self.segment(frame, timings) if self.needs_mask else None
         frame, alpha = self.reframe(frame, alpha, at, timings)
         out = self.finish(frame, alpha, timings)
@@ -297,7 +307,8 @@ class ThreadedPipeline:
         return ["capture", *workers, "compose"]
 
     def start(self) -> None:
-        self.source.start(self.fmt.width, self.fmt.height, self.fmt.fps, self.pipeline.lores_size)
+        lores_size = self.pipeline.lores_size_for(self.fmt.width, self.fmt.height)
+        self.source.start(self.fmt.width, self.fmt.height, self.fmt.fps, lores_size)
         self.pipeline.hardware_controls = frozenset(getattr(self.source, "hardware_controls", ()))
         crop_canvas = getattr(self.source, "crop_canvas", None)
         self.pipeline.sensor_crop = self.source if crop_canvas else None

@@ -39,7 +39,7 @@ def process_file(input_path: str, output_path: str, settings_values: dict,
     w, h = source.native_size
     w, h = w & ~1, h & ~1  # I420 needs even sides
     pipeline = FramePipeline(settings, bg)
-    source.start(w, h, source.native_fps, pipeline.lores_size)
+    source.start(w, h, source.native_fps, pipeline.lores_size_for(w, h))
     writer = None
     frames = 0
     try:

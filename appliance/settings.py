@@ -35,7 +35,8 @@ class Settings(BaseModel):
     mask_threshold: float = Field(0.5, ge=0.05, le=0.95, description="model confidence that counts as person")
     edge_softness: float = Field(0.3, ge=0.0, le=1.0, description="0 = hard cut-out edge, 1 = very soft")
     temporal_smoothing: float = Field(0.6, ge=0.0, le=0.95, description="weight of the previous mask (anti-flicker)")
-    model: Literal["general", "landscape"] = "general"
+    # "auto": the landscape model for wide (16:9) streams, the general one for 4:3 (segment.model_for).
+    model: Literal["auto", "general", "landscape"] = "auto"
     precision: Literal["int8", "float"] = "int8"
     mirror: bool = False
     jpeg_quality: int = Field(85, ge=30, le=98)

@@ -84,7 +84,8 @@ SECTIONS: list[tuple[str, list[Control]]] = [
     ]),
     ("Model", [
         Control("model", "Segmentation model", "choice", options={
-            "general": "General", "landscape": "Landscape (faster)"}),
+            "auto": "Automatic (landscape for 16:9 formats)", "general": "General",
+            "landscape": "Landscape (faster)"}),
         Control("precision", "Precision", "choice", options={
             "int8": "int8 (faster)", "float": "float (finer edges)"}),
         Control("inference_threads", "Inference threads", "range"),

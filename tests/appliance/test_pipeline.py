@@ -46,7 +46,8 @@ class SlowModel(FramePipeline):
 @pytest.fixture(scope="module")
 def clip():
     """Three people swaying, 20 frames each at 30 fps, 640x360, with the model's input."""
-    return moving_clip(640, 360, FramePipeline(Settings()).lores_size, fps=30, seconds_per_scene=0.67)
+    return moving_clip(640, 360, FramePipeline(Settings()).lores_size_for(640, 360), fps=30,
+                       seconds_per_scene=0.67)
 
 
 def run_for(seconds: float, pipeline: FramePipeline, fmt: StreamFormat = FMT, source=None, **kwargs):
@@ -80,6 +81,7 @@ def test_with_a_slow_model_every_frame_is_composited_with_its_own_mask(clip):
     runner, _, results = run_for(2.5, pipeline, source=ReplaySource(clip.frames, fps=30))
     assert len(results) >= 8
     own = FramePipeline(settings)
+    own.lores_size_for(640, 360)
     for r in results:
         frame = clip.frames[r.frame.sequence % len(clip)]
         own_mask = own.predict(frame) > settings.mask_threshold

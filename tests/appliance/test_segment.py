@@ -5,10 +5,11 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
-from appliance.segment import ModelError, Segmenter, load_segmenter, model_path
+from appliance.segment import ModelError, Segmenter, check_models, load_segmenter, model_for, model_path
 
 
 @pytest.mark.parametrize("name", ["general", "landscape"])
@@ -18,7 +19,6 @@ def test_every_shipped_model_finds_the_person(name, precision, portrait):
     seg = load_segmenter(name, precision)
     prob = seg(rgb)
     assert prob.shape == (seg.height, seg.width) and prob.dtype == np.float32
-    import cv2
     small_truth = cv2.resize(truth, (seg.width, seg.height)) > 0.5
     mask = prob > 0.5
     assert (mask & small_truth).sum() / (mask | small_truth).sum() > 0.9
@@ -74,3 +74,36 @@ def test_the_daemon_refuses_to_start_on_a_corrupt_model_without_a_traceback(tmp_
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "general_int8.tflite cannot be loaded" in result.stderr
+
+
+@pytest.mark.parametrize("width, height, expected", [
+    (1280, 720, "landscape"), (640, 360, "landscape"), (1920, 1080, "landscape"),
+    (640, 480, "general"), (1280, 960, "general"),
+])
+def test_auto_takes_the_landscape_model_for_16_9_frames_and_the_general_one_for_4_3(width, height, expected):
+    from appliance.pipeline import FramePipeline
+    from appliance.settings import Settings
+    assert model_for("auto", width, height) == expected
+    pipeline = FramePipeline(Settings(model="auto"))
+    assert pipeline.lores_size_for(width, height) == load_segmenter(expected, "int8").input_size
+    # An explicit choice is kept whatever the frame.
+    assert FramePipeline(Settings(model="general")).lores_size_for(width, height) == (256, 256)
+
+
+def test_a_frame_of_another_shape_is_stretched_bilinear_to_the_model_size():
+    seg = load_segmenter("landscape", "int8")
+    rgb = np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    expected = cv2.resize(rgb, (256, 144), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(seg.preprocess(rgb), seg.preprocess(expected))
+
+
+def test_a_model_setting_is_checked_against_every_file_it_can_pick(tmp_path, monkeypatch):
+    from appliance import segment
+    bad = tmp_path / "landscape_int8.tflite"
+    bad.write_bytes(b"broken")
+    for good in ("general_int8.tflite",):
+        (tmp_path / good).write_bytes(model_path("general", "int8").read_bytes())
+    monkeypatch.setattr(segment, "MODEL_DIRS", (str(tmp_path),))
+    check_models("general", "int8")  # fine: only the general file is used
+    with pytest.raises(ModelError, match="landscape_int8"):
+        check_models("auto", "int8")  # auto may pick the broken landscape file

@@ -65,7 +65,7 @@ def test_a_partial_put_changes_only_the_given_fields_and_is_saved(user, controll
     ({"resolutions": "640x360"}, "resolutions", "list"),
     ({"mask_threshold": 0.99}, "mask_threshold", "0.05..0.95"),
     ({"effect": "sparkle"}, "effect", "blur, replace, none, privacy"),
-    ({"model": "huge"}, "model", "general, landscape"),
+    ({"model": "huge"}, "model", "auto, general, landscape"),
     ({"precision": "int4"}, "precision", "int8, float"),
     ({"resolutions": []}, "resolutions", "at least 1"),
     ({"resolutions": ["800x600"]}, "resolutions", "640x360"),

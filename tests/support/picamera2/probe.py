@@ -54,7 +54,7 @@ def capture(out_dir: str, count: int) -> None:
 
     spec, reason = choose_auto()
     pipeline = FramePipeline(Settings(effect="blur", blur_strength=80))
-    lores_size = pipeline.lores_size
+    lores_size = pipeline.lores_size_for(*MAIN)
     source = open_source("auto")
     source.start(*MAIN, FPS, lores_size)
     frames = []
@@ -89,7 +89,7 @@ def framing(out_dir: str, count: int) -> None:
 
     pipeline = FramePipeline(Settings(effect="blur", framing="auto"))
     source = open_source("picamera2")
-    source.start(*MAIN, FPS, pipeline.lores_size)
+    source.start(*MAIN, FPS, pipeline.lores_size_for(*MAIN))
     pipeline.sensor_crop = source if source.crop_canvas else None
     views = []
     try:
