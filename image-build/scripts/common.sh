@@ -55,6 +55,20 @@ in_rootfs() {
   return $rc
 }
 
+# Delete a scratch directory this build made: only below the given prefix (e.g. the cache's
+# "work." dirs), never with a mount inside it, never crossing into another filesystem.
+remove_scratch() {
+  local dir=$1 prefix=$2
+  [ -n "$dir" ] && [ -d "$dir" ] || return 0
+  dir=$(realpath -e "$dir")
+  prefix=$(realpath -m "$(dirname "$prefix")")/$(basename "$prefix")
+  case "$dir" in "$prefix"?*) ;; *) echo "image-build: refusing to delete $dir (not under $prefix)" >&2; return 1 ;; esac
+  if awk -v d="$dir" '$2 == d || index($2, d "/") == 1 { found = 1 } END { exit !found }' /proc/self/mounts; then
+    echo "image-build: refusing to delete $dir: something is still mounted in it" >&2; return 1
+  fi
+  rm -rf --one-file-system -- "$dir"
+}
+
 # Validate a fleet file with the project's own validator; errors name each bad field.
 check_fleet_file() {
   local py=${PYTHON:-$PROJECT_DIR/.venv/bin/python}
