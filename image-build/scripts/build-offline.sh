@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The offline image: Debian trixie arm64 from Debian's archive alone, with the same appliance
-# install steps as production (install-appliance.sh, configure-boot.sh). For tests on machines
-# that cannot reach the Raspberry Pi archive; not meant to boot a real Pi (Debian has no Pi
-# boot firmware in main), but it boots in QEMU's virt machine with Debian's arm64 kernel.
+# install steps as production (install-appliance.sh, configure-boot.sh, read-only-root.sh), in the
+# SD card layout of LAYOUT.md. For tests on machines that cannot reach the Raspberry Pi archive;
+# not meant to boot a real Pi (Debian has no Pi boot firmware in main), but it boots in QEMU's
+# virt machine with Debian's arm64 kernel.
 # usage: build-offline.sh FLEET_FILE OUT_DIR     -> OUT_DIR/blurcam-offline.img
 source "$(dirname "$0")/common.sh"
 require_root "the offline build"
@@ -11,12 +12,16 @@ out=$(realpath -m "${2:?usage: $0 FLEET_FILE OUT_DIR}")
 command -v genimage >/dev/null || die "genimage missing: apt-get install genimage"
 start=$(date +%s)
 
-tarball=$(bash "$IMAGE_BUILD_DIR/scripts/base-rootfs.sh")
-work=$CACHE_DIR/work
+# Layers: the slow base (core packages, cached for a long time), then packages/extra.txt.
+base=$(bash "$IMAGE_BUILD_DIR/scripts/base-rootfs.sh")
+tarball=$(bash "$IMAGE_BUILD_DIR/scripts/extra-layer.sh" "$base")
+mkdir -p "$CACHE_DIR"
+work=$(mktemp -d "$CACHE_DIR/work.XXXXXX")
+trap 'remove_scratch "$work" "$CACHE_DIR/work."' EXIT
 payload=$work/payload
 bash "$IMAGE_BUILD_DIR/scripts/make-payload.sh" "$fleet_file" "$payload"
 
-# The whole recipe (base rootfs, payload, these scripts) keys the finished image: an unchanged
+# The whole recipe (rootfs layers, payload, these scripts) keys the finished image: an unchanged
 # recipe reuses it. Wheels are zips with timestamps, so the blurcam wheel is keyed by its files.
 key=$( { echo "$tarball"
          (cd "$payload" && find . -type f ! -name 'blurcam-*.whl' -print0 | sort -z | xargs -0 sha256sum)
@@ -26,14 +31,15 @@ cached=$CACHE_DIR/image-$key
 if [ -f "$cached/blurcam-offline.img" ]; then
   log "image: recipe unchanged, reusing $cached"
 else
-  rm -rf "$CACHE_DIR"/image-* "$work/rootfs" "$work/genimage-tmp"
+  find "$CACHE_DIR" -maxdepth 1 -name 'image-[0-9a-f]*' -type d -exec rm -rf --one-file-system -- {} +
   rootfs=$work/rootfs
   mkdir -p "$rootfs"
   log "rootfs: unpacking $(basename "$tarball")"
   tar -C "$rootfs" --numeric-owner -xpf "$tarball"
 
-  # What the base system gives on a Pi (Raspberry Pi OS's stage1 writes these): a boot partition
-  # with config.txt and cmdline.txt, and an fstab. Here the kernel sits on it for QEMU.
+  # What the base system gives on a Pi (Raspberry Pi OS's stage1 writes these): the boot files
+  # and an fstab. The tree's /boot/firmware becomes slot A's boot partition (p2, bootA), as on a
+  # Pi with tryboot; the card's own FAT partition (p1, BLURCAM) is mounted there on the device.
   signature=0x$(echo "$key" | cut -c1-8)
   partuuid=${signature#0x}
   mkdir -p "$rootfs/boot/firmware"
@@ -41,33 +47,53 @@ else
   cp "$rootfs/boot/vmlinuz-$kver" "$rootfs/boot/firmware/vmlinuz"
   cp "$rootfs/boot/initrd.img-$kver" "$rootfs/boot/firmware/initrd.img"
   printf '[all]\narm_64bit=1\nkernel=vmlinuz\ninitramfs initrd.img followkernel\n' > "$rootfs/boot/firmware/config.txt"
-  echo "console=ttyAMA0,115200 console=tty1 root=PARTUUID=$partuuid-02 rootfstype=ext4 fsck.repair=yes rootwait" \
+  # ro: the root stays read-only from the kernel's first mount on (read-only-root.sh).
+  echo "console=ttyAMA0,115200 console=tty1 root=PARTUUID=$partuuid-05 ro rootfstype=ext4 fsck.repair=yes rootwait" \
     > "$rootfs/boot/firmware/cmdline.txt"
+  # p5 or p6 is / (whichever slot booted: the kernel's root=), read-only and never checked (never
+  # written); p7 is checked (and repaired: fsck.repair=yes) before every mount.
   cat > "$rootfs/etc/fstab" <<FSTAB
-PARTUUID=$partuuid-01  /boot/firmware  vfat  defaults,noatime  0  2
-PARTUUID=$partuuid-02  /               ext4  defaults,noatime  0  1
+# The SD card (image-build/LAYOUT.md). Written by image-build/scripts/build-offline.sh.
+/dev/root              /                 ext4   ro,noatime                                  0  0
+PARTUUID=$partuuid-01  /boot/firmware    vfat   ro,noatime,fmask=0022,dmask=0022,nofail     0  2
+PARTUUID=$partuuid-07  /var/lib/blurcam  ext4   noatime,nodev,nosuid,noexec,errors=remount-ro  0  2
+# What else persists lives on p7 too (blurcam-data.service makes the directories).
+/var/lib/blurcam/system/web   /var/lib/blurcam-web  none  bind,x-systemd.requires=blurcam-data.service  0  0
+/var/lib/blurcam/system/rauc  /var/lib/rauc         none  bind,x-systemd.requires=blurcam-data.service  0  0
+# The few places the running system writes: RAM.
+tmpfs  /var/tmp                  tmpfs  mode=1777,nosuid,nodev,size=64M        0  0
+tmpfs  /var/log                  tmpfs  mode=0755,nosuid,nodev,noexec,size=16M 0  0
+tmpfs  /var/lib/NetworkManager   tmpfs  mode=0700,nosuid,nodev,noexec,size=4M  0  0
 FSTAB
   echo blurcam > "$rootfs/etc/hostname"
 
-  log "rootfs: install-appliance.sh + configure-boot.sh under qemu-user"
+  log "rootfs: install-appliance.sh + configure-boot.sh + read-only-root.sh under qemu-user"
   cp -a "$payload" "$rootfs/tmp/blurcam-payload"
   in_rootfs "$rootfs" sh -c 'sh /tmp/blurcam-payload/install-appliance.sh /tmp/blurcam-payload &&
-                             sh /tmp/blurcam-payload/configure-boot.sh /boot/firmware'
+                             sh /tmp/blurcam-payload/configure-boot.sh /boot/firmware &&
+                             sh /tmp/blurcam-payload/read-only-root.sh'
   rm -rf "$rootfs/tmp/blurcam-payload" "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
+
+  # p1: what an operator sees when the card is in a PC. p7 (the tree's /var/lib/blurcam, made
+  # by read-only-root.sh) belongs to the pipeline's user, whose state directory it is.
+  mkdir -p "$work/blurcam"
+  cp "$IMAGE_BUILD_DIR"/boot-partition/* "$work/blurcam/"
+  owner=$(awk -F: '$1 == "blurcam" { print $3 ":" $4 }' "$rootfs/etc/passwd")
+  [ -n "$owner" ] || die "the image has no blurcam user"
 
   log "image: genimage"
   root_mb=$(( $(du -sm --exclude=./boot/firmware "$rootfs" | cut -f1) * 13 / 10 + 200 ))
   sed -e "s/@ROOT_SIZE@/${root_mb}M/" -e "s/@DISK_SIGNATURE@/$signature/" \
+      -e "s#@BLURCAM_DIR@#$work/blurcam#" -e "s/@DATA_OWNER@/$owner/" \
     "$IMAGE_BUILD_DIR/genimage.cfg.in" > "$work/genimage.cfg"
-  mkdir -p "$cached.partial"
+  mkdir -p "$work/image"
   genimage --config "$work/genimage.cfg" --rootpath "$rootfs" --tmppath "$work/genimage-tmp" \
-    --inputpath "$cached.partial" --outputpath "$cached.partial" >&2
-  mv "$cached.partial/blurcam.img" "$cached.partial/blurcam-offline.img"
-  rm -f "$cached.partial"/*.vfat "$cached.partial"/*.ext4
-  rm -rf "$work/genimage-tmp" "$rootfs"
+    --inputpath "$work/image" --outputpath "$work/image" >&2
+  mkdir -p "$cached.partial"
+  mv "$work/image/blurcam.img" "$cached.partial/blurcam-offline.img"
   mv "$cached.partial" "$cached"
 fi
 
 mkdir -p "$out"
-ln -f "$cached/blurcam-offline.img" "$out/blurcam-offline.img" 2>/dev/null || cp "$cached/blurcam-offline.img" "$out/"
+ln -f "$cached/blurcam-offline.img" "$out/blurcam-offline.img" 2>/dev/null || cp --sparse=always "$cached/blurcam-offline.img" "$out/"
 log "image: $out/blurcam-offline.img ($(du -h --apparent-size "$out/blurcam-offline.img" | cut -f1)) in $(( $(date +%s) - start )) s"

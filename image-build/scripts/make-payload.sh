@@ -36,5 +36,6 @@ cp -r "$PROJECT_DIR/systemd" "$out/systemd"
 cp -a "$IMAGE_BUILD_DIR/files" "$out/files"
 cp "$fleet_file" "$out/fleet.toml"
 cp "$IMAGE_BUILD_DIR/requirements-device.txt" "$IMAGE_BUILD_DIR/README.md" "$out/"
-cp "$IMAGE_BUILD_DIR/scripts/install-appliance.sh" "$IMAGE_BUILD_DIR/scripts/configure-boot.sh" "$out/"
+cp "$IMAGE_BUILD_DIR/scripts/install-appliance.sh" "$IMAGE_BUILD_DIR/scripts/configure-boot.sh" \
+   "$IMAGE_BUILD_DIR/scripts/read-only-root.sh" "$out/"
 log "payload: ready in $out ($(du -sh "$out" | cut -f1))"

@@ -82,13 +82,18 @@ def copy_fat_files(image: Path, part: Partition, dest: Path) -> Path:
 
 
 @contextmanager
-def writable_root(image: Path, root: Partition, boot: Partition, work: Path):
-    """The image's root partition (read-only) under a throw-away overlay, with /proc, /sys, /dev
-    and a writable copy of the boot partition at /boot/firmware: a chroot as first boot sees it.
-    Writes land in `work`, never in the image."""
+def writable_root(image: Path, parts: dict[str, Partition], work: Path):
+    """The image's root partition (read-only) under a throw-away overlay, with /proc, /sys, /dev,
+    a writable copy of the BLURCAM partition at /boot/firmware and a writable copy of the data
+    partition at /var/lib/blurcam: a chroot as first boot sees it. Writes land in `work`, never
+    in the image."""
     with ExitStack() as stack:
-        lower = stack.enter_context(mounted(image, root, work / "lower", "ext4"))
-        boot_copy = copy_fat_files(image, boot, work / "boot")
+        lower = stack.enter_context(mounted(image, parts["root"], work / "lower", "ext4"))
+        boot_copy = copy_fat_files(image, parts["boot"], work / "boot")
+        data_copy = work / "data.ext4"
+        with open(image, "rb") as src, open(data_copy, "wb") as dst:
+            src.seek(parts["data"].start)
+            dst.write(src.read(parts["data"].size))
         for d in ("upper", "ovwork", "merged"):
             (work / d).mkdir(exist_ok=True)
         merged = work / "merged"
@@ -102,6 +107,7 @@ def writable_root(image: Path, root: Partition, boot: Partition, work: Path):
         run(["mount", "--rbind", "/dev", str(merged / "dev")])
         run(["mount", "--make-rslave", str(merged / "dev")])
         run(["mount", "--bind", str(boot_copy), str(merged / "boot" / "firmware")])
+        run(["mount", "-o", "loop", str(data_copy), str(merged / "var" / "lib" / "blurcam")])
         yield merged
 
 

@@ -19,7 +19,7 @@ import pytest
 
 import appliance
 from tests.image_build.imagetools import (PI_SERIAL, copy_fat_files, ext4_label, fat32_label, image_test_marks, in_chroot,
-                        partition_table, writable_root)
+                                          mounted, partition_table, writable_root)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -29,31 +29,53 @@ pytestmark = image_test_marks()
 @pytest.fixture(scope="module")
 def parts(image):
     label, disk_id, partitions = partition_table(image)
-    return {"label": label, "id": disk_id, "boot": partitions[0], "root": partitions[1], "all": partitions}
+    by_number = {p.number: p for p in partitions}
+    return {"label": label, "id": disk_id, "boot": by_number[1], "bootA": by_number[2],
+            "root": by_number[5], "data": by_number[7], "all": partitions}
 
 
 @pytest.fixture(scope="module")
 def boot_files(image, parts, tmp_path_factory):
-    where = copy_fat_files(image, parts["boot"], tmp_path_factory.mktemp("boot"))
+    """Slot A's boot partition: kernel, initramfs, config.txt, cmdline.txt."""
+    where = copy_fat_files(image, parts["bootA"], tmp_path_factory.mktemp("bootA"))
     return {p.name: p.read_bytes() for p in where.iterdir() if p.is_file()}
 
 
 @pytest.fixture(scope="module")
 def rootfs(image, parts, tmp_path_factory):
-    with writable_root(image, parts["root"], parts["boot"], tmp_path_factory.mktemp("root")) as root:
+    with writable_root(image, parts, tmp_path_factory.mktemp("root")) as root:
         yield root
 
 
-def test_the_image_has_an_mbr_with_a_fat32_boot_and_an_ext4_root_partition(image, parts):
+MiB = 2**20
+
+
+def test_the_image_has_the_sd_layout_of_layout_md(image, parts):
+    """LAYOUT.md: p1 BLURCAM, p2/p3 bootA/bootB (FAT32), p4 extended with p5/p6 rootA/rootB (same
+    size) and p7 data (ext4, 64 MiB); every partition on a 4 MiB boundary (SD erase blocks)."""
     assert parts["label"] == "dos"
-    boot, root = parts["boot"], parts["root"]
-    assert len(parts["all"]) == 2
-    assert (boot.type, boot.bootable, boot.start) == ("c", True, 4 * 2**20)
-    assert boot.size == 256 * 2**20
-    assert root.type == "83" and root.start == boot.start + boot.size
-    assert fat32_label(image, boot) == ("FAT32", "bootfs")
-    assert ext4_label(image, root) == (0xEF53, "rootfs")
-    assert image.stat().st_size == root.start + root.size
+    p = {part.number: part for part in parts["all"]}
+    assert sorted(p) == [1, 2, 3, 4, 5, 6, 7]
+    assert [p[n].type for n in range(1, 8)] == ["c", "c", "c", "f", "83", "83", "83"]
+    assert p[1].bootable and not any(p[n].bootable for n in range(2, 8))
+    assert [p[n].size for n in (1, 2, 3, 7)] == [64 * MiB, 128 * MiB, 128 * MiB, 64 * MiB]
+    assert p[5].size == p[6].size > 500 * MiB
+    assert all(p[n].start % (4 * MiB) == 0 for n in (1, 2, 3, 5, 6, 7))
+    assert p[1].start + p[1].size <= p[2].start and p[2].start + p[2].size <= p[3].start
+    assert p[4].start >= p[3].start + p[3].size
+    assert all(p[4].start < p[n].start and p[n].start + p[n].size <= p[4].start + p[4].size for n in (5, 6, 7))
+    assert p[5].start < p[6].start < p[7].start  # data last: it grows to the end of the card
+    assert fat32_label(image, p[1]) == ("FAT32", "BLURCAM")
+    assert fat32_label(image, p[2]) == ("FAT32", "bootA")
+    assert ext4_label(image, p[5]) == (0xEF53, "rootA")
+    assert ext4_label(image, p[7]) == (0xEF53, "data")
+    assert image.stat().st_size == p[7].start + p[7].size
+
+
+def test_the_blurcam_partition_tells_the_operator_what_they_may_put_there(image, parts, tmp_path):
+    files = copy_fat_files(image, parts["boot"], tmp_path / "p1")
+    readme = (files / "README.txt").read_text()
+    assert "blurcam.toml" in readme and "blurcam-reset" in readme
 
 
 def test_config_txt_puts_the_otg_port_in_device_mode_and_enables_the_watchdog(boot_files):
@@ -69,17 +91,52 @@ def test_cmdline_is_one_quiet_line_booting_the_root_partition_by_partuuid(boot_f
     lines = boot_files["cmdline.txt"].decode().splitlines()
     assert len(lines) == 1
     words = lines[0].split()
-    assert f"root=PARTUUID={parts['id'].removeprefix('0x')}-02" in words
-    assert {"quiet", "loglevel=3", "rootwait"} <= set(words)
+    assert f"root=PARTUUID={parts['id'].removeprefix('0x')}-05" in words
+    assert {"quiet", "loglevel=3", "rootwait", "ro"} <= set(words) and "rw" not in words
     assert "splash" not in words and not any("g_ether" in w or "modules-load" in w for w in words)
     assert {"vmlinuz", "initrd.img"} <= set(boot_files)
 
 
-def test_fstab_mounts_both_partitions_of_this_disk(rootfs, parts):
-    entries = [line.split() for line in (rootfs / "etc/fstab").read_text().splitlines() if line.strip()]
-    disk = parts["id"].removeprefix("0x")
-    assert [e[:3] for e in entries] == [[f"PARTUUID={disk}-01", "/boot/firmware", "vfat"],
-                                        [f"PARTUUID={disk}-02", "/", "ext4"]]
+def fstab(rootfs: Path) -> dict[str, list[str]]:
+    lines = (rootfs / "etc/fstab").read_text().splitlines()
+    return {e[1]: e for e in (line.split() for line in lines) if e and not e[0].startswith("#")}
+
+
+def test_fstab_keeps_root_and_boot_read_only_and_the_data_partition_checked(rootfs, parts):
+    entries, disk = fstab(rootfs), parts["id"].removeprefix("0x")
+    assert entries["/"][2:] == ["ext4", "ro,noatime", "0", "0"]
+    boot = entries["/boot/firmware"]
+    assert boot[0] == f"PARTUUID={disk}-01" and boot[2] == "vfat" and "ro" in boot[3].split(",")
+    data = entries["/var/lib/blurcam"]
+    assert data[0] == f"PARTUUID={disk}-07" and data[2] == "ext4" and data[5] == "2"
+    assert "rw" not in data[3].split(",") and "errors=remount-ro" in data[3].split(",")
+    assert entries["/var/lib/blurcam-web"][0] == "/var/lib/blurcam/system/web"
+    assert entries["/var/lib/rauc"][0] == "/var/lib/blurcam/system/rauc"
+    # Every other mount is RAM.
+    others = set(entries) - {"/", "/boot/firmware", "/var/lib/blurcam", "/var/lib/blurcam-web", "/var/lib/rauc"}
+    assert others and all(entries[m][2] == "tmpfs" for m in others), entries
+
+
+def test_the_data_partition_starts_with_the_state_tree_owned_by_the_pipeline(image, parts, rootfs, tmp_path):
+    uid = int(in_chroot(rootfs, "id -u blurcam").stdout)
+    web = int(in_chroot(rootfs, "id -u blurcam-web").stdout)
+    with mounted(image, parts["data"], tmp_path / "data", "ext4") as data:
+        st = data.stat()
+        assert (st.st_uid, oct(st.st_mode & 0o777)) == (uid, "0o700")
+        assert sorted(p.name for p in (data / "system").iterdir()) == ["rauc", "ssh", "web"]
+        assert (data / "system").stat().st_uid == 0 and (data / "system/web").stat().st_uid == web
+    # The root's own /var/lib/blurcam is only the mount point.
+    with mounted(image, parts["root"], tmp_path / "root", "ext4") as root:
+        assert not any((root / "var/lib/blurcam").iterdir())
+
+
+def test_nothing_on_the_root_is_written_at_run_time(rootfs):
+    """What the running system writes is in /run (links from /etc) or on tmpfs; disk-writing timers
+    are masked."""
+    assert os.readlink(rootfs / "etc/resolv.conf") == "../run/NetworkManager/resolv.conf"
+    assert os.readlink(rootfs / "etc/blurcam/fleet.toml") == "/run/blurcam-fleet/fleet.toml"
+    for unit in ("apt-daily.timer", "apt-daily-upgrade.timer", "dpkg-db-backup.timer", "fstrim.timer"):
+        assert os.readlink(rootfs / "etc/systemd/system" / unit) == "/dev/null"
 
 
 def enabled_units(root: Path, target: str) -> set[str]:
@@ -98,7 +155,7 @@ def test_the_appliance_units_and_provisioning_are_enabled_and_network_waits_mask
 
 
 def test_units_verify_with_the_images_own_systemd(rootfs):
-    r = in_chroot(rootfs, "systemd-analyze verify --man=no blurcam-provision.service blurcam.service "
+    r = in_chroot(rootfs, "systemd-analyze verify --man=no blurcam-provision.service blurcam-data.service blurcam.service "
                           "blurcam-web.service blurcam-gadget.service 2>&1")
     problems = [line for line in r.stdout.splitlines() if "blurcam" in line]
     assert r.returncode == 0 and not problems, r.stdout
@@ -161,7 +218,7 @@ def provision(rootfs: Path, override: str | None) -> subprocess.CompletedProcess
     else:
         card.write_text(override)
     # No --serial: the board serial comes from the (Pi's) /proc/cpuinfo, as on a device.
-    r = in_chroot(rootfs, "/usr/lib/blurcam/provision && hostname && cat /etc/hostname")
+    r = in_chroot(rootfs, "/usr/lib/blurcam/provision && hostname")
     print(r.stdout, r.stderr)
     return r
 
@@ -169,8 +226,8 @@ def provision(rootfs: Path, override: str | None) -> subprocess.CompletedProcess
 def test_first_boot_gives_the_device_its_hostname_usb_serial_and_the_cards_override(rootfs):
     r = provision(rootfs, '[usb]\nproduct = "Desk 7 Camera"\n[settings]\neffect = "none"\n')
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split()[-2:] == ["blurcam-ffee42", "blurcam-ffee42"]
-    effective = rootfs / "etc/blurcam/fleet.toml"
+    assert r.stdout.split()[-1] == "blurcam-ffee42"
+    effective = rootfs / "run/blurcam-fleet/fleet.toml"  # /etc/blurcam/fleet.toml links here
     cfg = tomllib.loads(effective.read_text())
     assert cfg["usb"]["serial_number"] == PI_SERIAL
     assert cfg["usb"]["product"] == "Desk 7 Camera" and cfg["usb"]["manufacturer"] == "Example Corp"
@@ -179,21 +236,24 @@ def test_first_boot_gives_the_device_its_hostname_usb_serial_and_the_cards_overr
     st = effective.stat()
     assert oct(st.st_mode & 0o777) == "0o640"
     assert st.st_gid == int(in_chroot(rootfs, "getent group blurcam | cut -d: -f3").stdout)
-    wifi = rootfs / "etc/NetworkManager/system-connections/blurcam-wifi.nmconnection"
+    wifi = rootfs / "run/NetworkManager/system-connections/blurcam-wifi.nmconnection"
     assert "ssid=ExampleNet" in wifi.read_text() and "psk=correct horse battery" in wifi.read_text()
     assert oct(wifi.stat().st_mode & 0o777) == "0o600"
-    assert "operator@example" in (rootfs / "etc/ssh/blurcam_authorized_keys").read_text()
-    assert (rootfs / "etc/ssh/ssh_host_ed25519_key").exists()
+    assert "operator@example" in (rootfs / "run/blurcam-fleet/authorized_keys").read_text()
+    # The host key is made once, on the data partition (mounted as on the device).
+    assert (rootfs / "var/lib/blurcam/system/ssh/ssh_host_ed25519_key").exists()
+    check = in_chroot(rootfs, "mkdir -p /run/sshd && sshd -t 2>&1")
+    assert check.returncode == 0, check.stdout
     assert not (rootfs / "boot/firmware/blurcam-error.txt").exists()
 
 
 def test_a_bad_card_override_is_not_applied_and_the_reason_is_left_on_the_card(rootfs):
     r = provision(rootfs, '[usb]\nvendor_id = "acme"\n')
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split()[-2:] == ["blurcam-ffee42", "blurcam-ffee42"]
+    assert r.stdout.split()[-1] == "blurcam-ffee42"
     note = (rootfs / "boot/firmware/blurcam-error.txt").read_text()
     assert "usb.vendor_id" in note and "0x1d6b" in note
-    cfg = tomllib.loads((rootfs / "etc/blurcam/fleet.toml").read_text())
+    cfg = tomllib.loads((rootfs / "run/blurcam-fleet/fleet.toml").read_text())
     assert cfg["usb"]["vendor_id"] == 0x1D6B and cfg["usb"]["product"] == "BlurCam"
     # Fixing the card clears the note on the next boot.
     assert provision(rootfs, None).returncode == 0

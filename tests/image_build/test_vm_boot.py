@@ -1,15 +1,22 @@
 """The offline image boots in QEMU's arm64 virt machine (TCG, Debian's arm64 kernel from the image's
-own boot partition): first-boot provisioning names the device, the settings page answers over the
-network, and the pipeline runs on its demo source (no camera in a VM).
+own slot A boot partition) as a card would on a device: first-boot provisioning names the device,
+the data partition grows to the card, the root stays read-only, the settings page answers, the
+pipeline runs on its demo source, and nothing writes to the card while it runs.
 
-Part of `make image-test` (BLURCAM_IMAGE_TEST=1). The USB gadget is skipped in the VM (no UDC):
-blurcam-gadget.service has ConditionDirectoryNotEmpty=/sys/class/udc.
+The "card" is a copy of the image made 1 GiB larger (as a real card is larger than the image), with
+a per-card override on its BLURCAM partition giving this test's SSH key: the test looks inside the
+device over SSH as the fleet's admin would. The VM has no USB device controller of its own; the
+kernel's usbip-vudc (a virtual one) stands in for the Pi's dwc2 so that the gadget binds.
+
+Part of `make image-test` (BLURCAM_IMAGE_TEST=1). BLURCAM_IMAGE_SOAK_S sets how long the write
+measurement runs (default 600 s).
 """
 
 from __future__ import annotations
 
 import http.cookiejar
 import json
+import os
 import re
 import shutil
 import socket
@@ -23,13 +30,17 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.image_build.imagetools import copy_fat_files, image_test_marks, partition_table
+from tests.image_build.imagetools import copy_fat_files, image_test_marks, partition_table, run
 
 QEMU = "qemu-system-aarch64"
 BOOT_TIMEOUT_S = 900  # TCG emulation of 2 arm64 cores on a 2-core x86 machine is slow
 ADMIN_PASSWORD = "change-me-please"  # the hash in fleet.example.toml
+CARD_EXTRA = 2**30  # the card is this much larger than the image
+SOAK_S = float(os.environ.get("BLURCAM_IMAGE_SOAK_S", "600"))
+# Stands in for the Pi's dwc2 (the virt machine has no USB device controller).
+VM_UDC_MODULE = "usbip-vudc"
 
-pytestmark = image_test_marks(extra_tools=(QEMU,))
+pytestmark = image_test_marks(extra_tools=(QEMU, "ssh", "ssh-keygen"))
 
 
 def free_port() -> int:
@@ -39,8 +50,8 @@ def free_port() -> int:
 
 
 class Vm:
-    def __init__(self, port: int, console: Path):
-        self.port, self.console = port, console
+    def __init__(self, http_port: int, ssh_port: int, key: Path, console: Path):
+        self.port, self.ssh_port, self.key, self.console = http_port, ssh_port, key, console
         jar = http.cookiejar.CookieJar()
         self.http = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
 
@@ -63,26 +74,54 @@ class Vm:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
+    def sh(self, command: str, timeout: float = 180) -> subprocess.CompletedProcess:
+        """Run a shell command on the device as root (the fleet's admin has sudo)."""
+        return subprocess.run(
+            ["ssh", "-i", str(self.key), "-p", str(self.ssh_port), "-o", "BatchMode=yes",
+             "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+             "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=30", "admin@127.0.0.1",
+             "sudo", "sh", "-c", command],
+            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+    def out(self, command: str) -> str:
+        r = self.sh(command)
+        assert r.returncode == 0, f"{command}: {r.stderr}"
+        return r.stdout
+
+
+def make_card(image: Path, work: Path, public_key: str) -> tuple[Path, list]:
+    """A copy of the image, 1 GiB larger, with this card's override (the test's SSH key) on p1."""
+    card = work / "card.img"
+    run(["cp", "--sparse=always", str(image), str(card)])
+    os.truncate(card, image.stat().st_size + CARD_EXTRA)
+    _, _, parts = partition_table(card)
+    override = work / "blurcam.toml"
+    override.write_text(f'[ssh]\nauthorized_keys = ["{public_key}"]\n')
+    run(["mcopy", "-i", f"{card}@@{parts[0].start}", str(override), "::/blurcam.toml"],
+        env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    return card, parts
+
 
 @pytest.fixture(scope="module")
 def vm(image, tmp_path_factory):
     work = tmp_path_factory.mktemp("vm")
-    _, _, parts = partition_table(image)
-    boot = copy_fat_files(image, parts[0], work / "boot")
-    for name in ("vmlinuz", "initrd.img", "cmdline.txt"):
-        shutil.copy(boot / name, work / name)
-    cmdline = (work / "cmdline.txt").read_text().strip()
-    port, console = free_port(), work / "console.log"
+    key = work / "id_ed25519"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)])
+    card, parts = make_card(image, work, (work / "id_ed25519.pub").read_text().strip())
+    boot = copy_fat_files(card, parts[1], work / "bootA")  # slot A's kernel and command line
+    cmdline = (boot / "cmdline.txt").read_text().strip() + f" modules-load={VM_UDC_MODULE}"
+    http_port, ssh_port, console = free_port(), free_port(), work / "console.log"
     qemu = subprocess.Popen(
         [QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
          "-display", "none", "-monitor", "none", "-serial", f"file:{console}", "-no-reboot",
-         "-kernel", str(work / "vmlinuz"), "-initrd", str(work / "initrd.img"), "-append", cmdline,
-         # snapshot=on: the VM's writes go to a temporary file, never into the image
-         "-drive", f"file={image},format=raw,if=virtio,snapshot=on",
-         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{port}-:80",
+         "-kernel", str(boot / "vmlinuz"), "-initrd", str(boot / "initrd.img"), "-append", cmdline,
+         # The card copy takes the VM's writes; the built image is never changed.
+         "-drive", f"file={card},format=raw,if=virtio,cache=unsafe",
+         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{http_port}-:80,"
+                    f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
          "-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    vm = Vm(port, console)
+    vm = Vm(http_port, ssh_port, key, console)
     started, answered = time.monotonic(), False
     while time.monotonic() - started < BOOT_TIMEOUT_S and qemu.poll() is None:
         try:
@@ -106,6 +145,7 @@ def vm(image, tmp_path_factory):
             qemu.wait(timeout=20)
         except subprocess.TimeoutExpired:
             qemu.kill()
+        card.unlink(missing_ok=True)
 
 
 def test_first_boot_provisioning_names_the_device_from_its_serial(vm):
@@ -117,12 +157,57 @@ def test_first_boot_provisioning_names_the_device_from_its_serial(vm):
             break
         time.sleep(3)
     assert m, vm.console.read_text(errors="replace")[-3000:]
+    assert vm.out("hostname").strip() == m.group(1)
 
 
 def test_the_settings_page_answers_over_the_network(vm):
     status, body = vm.get("/")
     assert status == 200
     assert b"BlurCam" in body
+
+
+def test_the_root_and_boot_partitions_are_mounted_read_only(vm):
+    mounts = {fields[1]: fields for fields in (line.split() for line in vm.out("cat /proc/mounts").splitlines())}
+    assert "ro" in mounts["/"][3].split(","), mounts["/"]
+    assert mounts["/"][0] in ("/dev/vda5", "/dev/root"), mounts["/"]
+    assert "ro" in mounts["/boot/firmware"][3].split(",") and mounts["/boot/firmware"][0] == "/dev/vda1"
+    r = vm.sh("touch /usr/blurcam-probe")
+    assert r.returncode != 0 and "Read-only file system" in r.stderr
+
+
+def test_the_data_partition_holds_the_state_and_has_grown_to_the_card(vm):
+    mounts = {fields[1]: fields for fields in (line.split() for line in vm.out("cat /proc/mounts").splitlines())}
+    assert mounts["/var/lib/blurcam"][0] == "/dev/vda7" and "rw" in mounts["/var/lib/blurcam"][3].split(",")
+    size = int(vm.out("df -B1 --output=size /var/lib/blurcam | tail -1"))
+    assert size > 900 * 2**20, f"data partition is {size} bytes: not grown (image: 64 MiB, card: +1 GiB)"
+    assert "/var/lib/blurcam-web" in mounts  # the page's password hash, on p7 through a bind mount
+    print(vm.out("journalctl -b -u blurcam-data.service -o cat"))
+    assert vm.out("ls /var/lib/blurcam/system/ssh").split() == ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub"]
+
+
+def test_every_unit_started_on_the_read_only_root(vm):
+    failed = vm.out("systemctl --failed --no-legend --plain")
+    assert failed.strip() == "", failed
+    assert vm.sh("systemctl is-system-running --wait").stdout.strip() == "running"
+
+
+def seconds(vm: Vm, unit: str) -> float:
+    """When a unit became active, in seconds since the kernel started (monotonic clock)."""
+    us = int(vm.out(f"systemctl show -P ActiveEnterTimestampMonotonic {unit}"))
+    assert us > 0, f"{unit} never became active"
+    return us / 1e6
+
+
+def test_boot_brings_the_gadget_and_the_pipeline_up_without_waiting_for_the_network(vm):
+    chain = vm.out("systemd-analyze critical-chain blurcam.service")
+    print("systemd-analyze critical-chain blurcam.service (arm64 VM, QEMU TCG):\n" + chain)
+    print(vm.out("systemd-analyze time"))
+    print(vm.out("systemd-analyze blame | head -15"))
+    gadget, ready = seconds(vm, "blurcam-gadget.service"), seconds(vm, "blurcam.service")
+    print(f"kernel start -> gadget bound: {gadget:.1f} s; -> pipeline ready (READY=1): {ready:.1f} s")
+    assert vm.out("cat /sys/kernel/config/usb_gadget/*/UDC").strip().startswith("usbip-vudc")
+    assert "network-online.target" not in chain and "NetworkManager" not in chain
+    assert gadget < ready
 
 
 def test_the_pipeline_runs_on_its_demo_source_and_serves_a_preview(vm):
@@ -142,3 +227,30 @@ def test_the_pipeline_runs_on_its_demo_source_and_serves_a_preview(vm):
     st = json.loads(body)
     assert status == 200 and st["source"] == "demo" and st["state"] in ("preview", "streaming"), st
     assert st["fps"] > 0 and st["inference_ms"] and st["inference_ms"] > 0, st
+
+
+def sectors_written(vm: Vm) -> dict[str, int]:
+    """Sectors written per block device of the card (whole disk and partitions), from sysfs."""
+    out = vm.out("for s in /sys/block/vda/stat /sys/block/vda/vda*/stat; do echo $s $(cat $s); done")
+    return {line.split()[0].split("/")[-2]: int(line.split()[7]) for line in out.splitlines()}
+
+
+def test_nothing_writes_to_the_card_while_the_pipeline_runs(vm):
+    """The pipeline serves its preview for SOAK_S seconds (the VM cannot stream to a host: its
+    virtual UDC carries no isochronous transfers) with no settings change: the card's block
+    device counts no written sector."""
+    status, reply = vm.post_json("/api/login", {"password": ADMIN_PASSWORD})
+    assert status == 200, reply
+    before, frames, started = sectors_written(vm), 0, time.monotonic()
+    while time.monotonic() - started < SOAK_S:
+        status, _ = vm.get("/api/preview/output.jpg", timeout=120)
+        frames += status == 200
+        time.sleep(1)
+    after = sectors_written(vm)
+    st = json.loads(vm.get("/api/status")[1])
+    delta = {dev: after[dev] - before[dev] for dev in after}
+    print(f"{time.monotonic() - started:.0f} s of the pipeline running ({frames} previews fetched, "
+          f"{st['fps']:.1f} fps, state {st['state']}): sectors written {delta} "
+          f"= {delta['vda'] * 512} bytes to the card (/sys/block/vda/stat, field 7)")
+    assert frames > 0 and st["fps"] > 0
+    assert delta["vda"] == 0, vm.out("cat /proc/mounts")
