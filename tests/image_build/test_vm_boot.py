@@ -6,7 +6,9 @@ pipeline runs on its demo source, and nothing writes to the card while it runs.
 The "card" is a copy of the image made 1 GiB larger (as a real card is larger than the image), with
 a per-card override on its BLURCAM partition giving this test's SSH key: the test looks inside the
 device over SSH as the fleet's admin would. The VM has no USB device controller of its own; the
-kernel's usbip-vudc (a virtual one) stands in for the Pi's dwc2 so that the gadget binds.
+kernel's dummy_hcd (a virtual controller pair: a UDC looped back to a host port in the same kernel)
+stands in for the Pi's dwc2, so the gadget binds and enumerates. The VM's own host side keeps
+uvcvideo away from it (modprobe.blacklist): the pipeline must not take its own output as a camera.
 
 Part of `make image-test` (BLURCAM_IMAGE_TEST=1). BLURCAM_IMAGE_SOAK_S sets how long the write
 measurement runs (default 600 s).
@@ -38,7 +40,7 @@ ADMIN_PASSWORD = "change-me-please"  # the hash in fleet.example.toml
 CARD_EXTRA = 2**30  # the card is this much larger than the image
 SOAK_S = float(os.environ.get("BLURCAM_IMAGE_SOAK_S", "600"))
 # Stands in for the Pi's dwc2 (the virt machine has no USB device controller).
-VM_UDC_MODULE = "usbip-vudc"
+VM_UDC_MODULE = "dummy_hcd"
 
 pytestmark = image_test_marks(extra_tools=(QEMU, "ssh", "ssh-keygen"))
 
@@ -109,7 +111,7 @@ def vm(image, tmp_path_factory):
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)])
     card, parts = make_card(image, work, (work / "id_ed25519.pub").read_text().strip())
     boot = copy_fat_files(card, parts[1], work / "bootA")  # slot A's kernel and command line
-    cmdline = (boot / "cmdline.txt").read_text().strip() + f" modules-load={VM_UDC_MODULE}"
+    cmdline = (boot / "cmdline.txt").read_text().strip() + f" modules-load={VM_UDC_MODULE} modprobe.blacklist=uvcvideo"
     http_port, ssh_port, console = free_port(), free_port(), work / "console.log"
     qemu = subprocess.Popen(
         [QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
@@ -205,7 +207,10 @@ def test_boot_brings_the_gadget_and_the_pipeline_up_without_waiting_for_the_netw
     print(vm.out("systemd-analyze blame | head -15"))
     gadget, ready = seconds(vm, "blurcam-gadget.service"), seconds(vm, "blurcam.service")
     print(f"kernel start -> gadget bound: {gadget:.1f} s; -> pipeline ready (READY=1): {ready:.1f} s")
-    assert vm.out("cat /sys/kernel/config/usb_gadget/*/UDC").strip().startswith("usbip-vudc")
+    assert vm.out("cat /sys/kernel/config/usb_gadget/*/UDC").strip().startswith("dummy_udc")
+    # The loop-back host port enumerated it: the webcam a computer would see.
+    products = vm.out("cat /sys/bus/usb/devices/*/product 2>/dev/null || true").splitlines()
+    assert "BlurCam" in products, products
     assert "network-online.target" not in chain and "NetworkManager" not in chain
     assert gadget < ready
 
