@@ -26,7 +26,7 @@ bash "$IMAGE_BUILD_DIR/scripts/make-payload.sh" "$fleet_file" "$payload"
 key=$( { echo "$tarball"
          (cd "$payload" && find . -type f ! -name 'blurcam-*.whl' -print0 | sort -z | xargs -0 sha256sum)
          unzip -p "$payload"/wheels/blurcam-*.whl | sha256sum
-         cat "$IMAGE_BUILD_DIR/genimage.cfg.in" "$0"; } | sha256sum | cut -c1-16)
+         cat "$IMAGE_BUILD_DIR/genimage.cfg.in" "$IMAGE_BUILD_DIR"/boot-partition/* "$0"; } | sha256sum | cut -c1-16)
 cached=$CACHE_DIR/image-$key
 if [ -f "$cached/blurcam-offline.img" ]; then
   log "image: recipe unchanged, reusing $cached"
@@ -82,7 +82,7 @@ FSTAB
   [ -n "$owner" ] || die "the image has no blurcam user"
 
   log "image: genimage"
-  root_mb=$(( $(du -sm --exclude=./boot/firmware "$rootfs" | cut -f1) * 13 / 10 + 200 ))
+  root_mb=$(( $(du -sm --exclude="$rootfs/boot/firmware" "$rootfs" | cut -f1) * 13 / 10 + 200 ))
   sed -e "s/@ROOT_SIZE@/${root_mb}M/" -e "s/@DISK_SIGNATURE@/$signature/" \
       -e "s#@BLURCAM_DIR@#$work/blurcam#" -e "s/@DATA_OWNER@/$owner/" \
     "$IMAGE_BUILD_DIR/genimage.cfg.in" > "$work/genimage.cfg"
