@@ -82,6 +82,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(bench)
 
     selftest = sub.add_parser("selftest", help="check the pipeline on demo frames against ground truth")
+    selftest.add_argument("--live", action="store_true",
+                          help="run the threaded pipeline on moving demo scenes; per-frame mask IoU")
+    selftest.add_argument("--size", metavar="WxH", help="frame size for --live (default 640x360)")
     _add_model_args(selftest)
 
     web = sub.add_parser("web", help="the settings page (talks to the daemon over its control socket)")

@@ -1,19 +1,24 @@
 """`blurcam selftest`: the real pipeline on demo frames, checked against the demo's ground truth.
 
 Used on the device and in the image build (under qemu) to prove that the model loads, runs, and
-that the output really has a blurred background and an untouched person.
+that the output really has a blurred background and an untouched person. `--live` runs the
+threaded pipeline on moving demo scenes fed like a camera and compares the mask applied to each
+frame that left with the truth, against the same frames processed one by one.
 """
 
 from __future__ import annotations
+
+import threading
 
 import cv2
 import numpy as np
 
 from appliance.encode import MjpegEncoder
 from appliance.frame import frame_from_rgb, i420_to_rgb
-from appliance.pipeline import FramePipeline
+from appliance.pipeline import FramePipeline, Processed, ThreadedPipeline
 from appliance.settings import Settings
-from appliance.sources.demo import DemoSource
+from appliance.sources.demo import DemoSource, ReplaySource, moving_clip
+from appliance.stream import FrameSlot, StreamFormat
 
 
 def detail(gray: np.ndarray, region: np.ndarray) -> float:
@@ -31,7 +36,7 @@ def check_frame(rgb: np.ndarray, truth: np.ndarray, settings: Settings) -> dict:
     """Process one frame and measure it against the true mask."""
     h, w = truth.shape
     pipeline = FramePipeline(settings)
-    frame = frame_from_rgb(rgb, pipeline.lores_size, 0.0)
+    frame = frame_from_rgb(rgb, pipeline.lores_size_for(w, h), 0.0)
     result = pipeline.process(frame)
     out = i420_to_rgb(result.yuv)
     MjpegEncoder(settings.jpeg_quality).encode(result.yuv)  # the encoder must work too
@@ -49,7 +54,7 @@ def check_frame(rgb: np.ndarray, truth: np.ndarray, settings: Settings) -> dict:
     }
 
 
-def run_selftest(model: str = "general", precision: str = "int8") -> tuple[bool, list[str]]:
+def run_selftest(model: str = "auto", precision: str = "int8") -> tuple[bool, list[str]]:
     settings = Settings(model=model, precision=precision, effect="blur", blur_strength=60)
     demo = DemoSource(paced=False)
     demo.start(640, 360, 30, (256, 256))
@@ -64,8 +69,64 @@ def run_selftest(model: str = "general", precision: str = "int8") -> tuple[bool,
     return ok, lines
 
 
+def mask_iou(alpha_low: np.ndarray, truth: np.ndarray) -> float:
+    """IoU of the person (alpha > 0.5, at model resolution) with a true mask (bool, any size)."""
+    mask = cv2.resize(alpha_low, (truth.shape[1], truth.shape[0]), interpolation=cv2.INTER_LINEAR) > 0.5
+    return float((mask & truth).sum() / max(1, (mask | truth).sum()))
+
+
+def run_live_selftest(model: str = "auto", precision: str = "int8", size: tuple[int, int] = (640, 360),
+                      seconds_per_scene: float = 2.0) -> tuple[bool, list[str]]:
+    """One pass of the moving demo clip through the threaded pipeline at 30 fps."""
+    settings = Settings(model=model, precision=precision, effect="blur")
+    w, h = size
+    offline_pipeline = FramePipeline(settings)
+    clip = moving_clip(w, h, offline_pipeline.lores_size_for(w, h), fps=30, seconds_per_scene=seconds_per_scene)
+    # Offline: every frame, in order, its own mask (as `blurcam process` does).
+    offline = [mask_iou(offline_pipeline.segment(f), t) for f, t in zip(clip.frames, clip.truths)]
+
+    live: dict[int, float] = {}
+    done = threading.Event()
+
+    def record(result: Processed) -> None:
+        seq = result.frame.sequence
+        if seq >= len(clip):
+            done.set()  # one pass is enough
+        elif result.alpha_low is not None:
+            live[seq] = mask_iou(result.alpha_low, clip.truths[seq])
+
+    runner = ThreadedPipeline(ReplaySource(clip.frames, clip.fps), StreamFormat("mjpeg", w, h, clip.fps),
+                              FramePipeline(settings), FrameSlot(), on_output=record)
+    runner.start()
+    try:
+        done.wait(len(clip) / clip.fps + 10.0)
+        stats = runner.stats()
+    finally:
+        runner.stop()
+    lines = []
+    if runner.error is not None or len(live) < 10:
+        return False, [f"FAIL the live pipeline delivered {len(live)} frames ({runner.error or 'too few'})"]
+    got = np.array([live[i] for i in sorted(live)])
+    same = np.array([offline[i] for i in sorted(live)])
+    p10 = float(np.percentile(got, 10))
+    p10_same = float(np.percentile(same, 10))
+    good = p10 >= p10_same - 0.03 and stats.mask_age_frames == 0
+    lines.append(f"live {w}x{h}: {len(live)} of {len(clip)} frames out ({stats.fps:.1f} fps), latency "
+                 f"p50 {stats.latency_p50_ms:.0f} ms, p95 {stats.latency_p95_ms:.0f} ms, mask age "
+                 f"{stats.mask_age_frames} frames, {runner.segment_workers} model worker(s)")
+    lines.append(f"offline, every frame: mask IoU mean {np.mean(offline):.3f}, p10 {np.percentile(offline, 10):.3f}")
+    lines.append(f"offline, same frames: mask IoU mean {same.mean():.3f}, p10 {p10_same:.3f}")
+    lines.append(f"{'ok  ' if good else 'FAIL'} live:           mask IoU mean {got.mean():.3f}, p10 {p10:.3f} "
+                 f"(p10 within 0.03 of offline)")
+    return good, lines
+
+
 def main(args) -> int:
-    ok, lines = run_selftest(args.model, args.precision)
+    if getattr(args, "live", False):
+        size = tuple(int(v) for v in args.size.split("x")) if args.size else (640, 360)
+        ok, lines = run_live_selftest(args.model, args.precision, size)  # type: ignore[arg-type]
+    else:
+        ok, lines = run_selftest(args.model, args.precision)
     print("\n".join(lines))
     print("selftest passed" if ok else "selftest FAILED")
     return 0 if ok else 1

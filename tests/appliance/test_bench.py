@@ -7,16 +7,23 @@ import subprocess
 import sys
 
 
-def test_bench_json_reports_every_stage_fps_and_peak_rss_per_size():
+def test_bench_json_reports_every_stage_fps_live_figures_and_peak_rss_per_size():
     result = subprocess.run([sys.executable, "-m", "appliance", "bench", "--json", "--size", "320x240",
-                             "--size", "640x480", "--frames", "6", "--seconds", "0.5"],
+                             "--size", "640x360", "--frames", "6", "--seconds", "0.5"],
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert set(report["sizes"]) == {"320x240", "640x480"}
+    assert set(report["sizes"]) == {"320x240", "640x360"}
+    assert report["sizes"]["320x240"]["model"] == "general"  # "auto": 4:3 takes the general model
+    assert report["sizes"]["640x360"]["model"] == "landscape"
     for numbers in report["sizes"].values():
         assert set(numbers["ms"]) == {"capture", "preprocess", "inference", "refine", "composite", "encode"}
         assert all(v > 0 for v in numbers["ms"].values())
         assert numbers["total_ms"] > 0 and numbers["total_cpu_ms"] > 0
         assert numbers["fps_threaded"] > 0
+        live = numbers["live"]
+        assert 0 < live["fps"] <= live["camera_fps"] * 1.1
+        assert 0 < live["latency_p50_ms"] <= live["latency_p95_ms"]
+        assert live["mask_age_frames"] == 0  # every frame its own mask
+        assert 0 <= live["dropped_pct"] < 100 and live["segment_workers"] >= 1
     assert report["peak_rss_mb"] > 50
