@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     proc.add_argument("--effect", default="blur", help="blur | replace | none")
     proc.add_argument("--background", help="image to put behind the person (--effect replace)")
     proc.add_argument("--blur-strength", type=int, default=60, help="1..100")
+    proc.add_argument("--framing", default="off", help="off | auto: keep the person framed, head and shoulders")
+    proc.add_argument("--framing-zoom", type=float, default=2.0, help="the most auto-framing may zoom in, 1.0..3.0")
+    proc.add_argument("--framing-speed", default="normal", help="slow | normal | fast")
     _add_model_args(proc)
 
     bench = sub.add_parser("bench", help="per-stage timings and frames per second")
@@ -162,7 +165,8 @@ def _cmd_process(args) -> int:
     from appliance.process import process_file
     frames = process_file(args.input, args.output,
                           {"effect": args.effect, "blur_strength": args.blur_strength,
-                           "model": args.model, "precision": args.precision},
+                           "model": args.model, "precision": args.precision, "framing": args.framing,
+                           "framing_zoom": args.framing_zoom, "framing_speed": args.framing_speed},
                           background=args.background)
     print(f"wrote {args.output} ({frames} frame{'s' if frames != 1 else ''})")
     return 0

@@ -214,6 +214,15 @@ class Framer:
         self._move(self._goal if self._tracking else self._held, dt)
         return self.crop
 
+    def rest_on(self, alpha: np.ndarray, view: Crop | None = None) -> Crop:
+        """Frame a still picture: go straight to where the camera would come to rest for this
+        mask (the whole picture if nobody is in it)."""
+        person = find_person(alpha, view or self.full_frame)
+        target = self._full() if person is None else np.array(target_crop(person, self.canvas, self.max_zoom))
+        self._held = self._pos = np.array(_inside(*np.round(target), self.canvas))
+        self._vel, self._tracking, self._outside_since = np.zeros(3), False, None
+        return self.crop
+
     # -- deciding where to go ------------------------------------------------------------------
     def _outside_dead_zone(self, candidate: np.ndarray, ref: np.ndarray) -> bool:
         aspect = self.canvas[1] / self.canvas[0]

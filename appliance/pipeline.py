@@ -134,10 +134,11 @@ class FramePipeline:
         return self.refine(self.predict(frame, timings=timings), timings)
 
     def reframe(self, frame: Frame, alpha_low: np.ndarray | None, at: float | None = None,
-                timings: dict[str, float] | None = None) -> tuple[Frame, np.ndarray | None]:
+                timings: dict[str, float] | None = None, still: bool = False) -> tuple[Frame, np.ndarray | None]:
         """Auto-framing: the part of the frame the virtual camera shows, and the mask cut the
         same way, so the effect lines up with the cropped picture. Stateful like `refine`: call
         once per frame, in frame order; `at` is the frame's time (default its capture time).
+        A `still` picture is framed at once, where the camera would come to rest.
 
         With a camera that crops on the sensor, the frame already shows the crop chosen a few
         frames earlier (`frame.view`) and so does its mask: the new crop goes to the camera and
@@ -160,7 +161,10 @@ class FramePipeline:
             sensor.set_crop(self._framer.update(alpha_low, when, view=shown))
             framed = frame
         else:
-            crop = self._framer.update(alpha_low, when)
+            if still and alpha_low is not None:
+                crop = self._framer.rest_on(alpha_low)
+            else:
+                crop = self._framer.update(alpha_low, when)
             framed = replace(frame, yuv=crop_i420(frame.yuv, crop), view=(crop.x, crop.y, crop.w, crop.h))
             alpha_low = None if alpha_low is None else crop_mask(alpha_low, crop, canvas)
         if timings is not None:
@@ -192,11 +196,13 @@ class FramePipeline:
         timings["composite"] = _ms(t)
         return out
 
-    def process(self, frame: Frame, at: float | None = None) -> Processed:
+    def process(self, frame: Frame, at: float | None = None, still: bool = False) -> Processed:
+        """One frame through every stage. `at`: its time in the stream (default its capture
+        time); `still`: it is a photo, not part of a stream."""
         timings: dict[str, float] = {}
         self.frame_size = (frame.width, frame.height)
         alpha = self.segment(frame, timings) if self.needs_mask else None
-        frame, alpha = self.reframe(frame, alpha, at, timings)
+        frame, alpha = self.reframe(frame, alpha, at, timings, still)
         out = self.finish(frame, alpha, timings)
         return Processed(frame, out, alpha, timings)
 

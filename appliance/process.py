@@ -48,7 +48,9 @@ def process_file(input_path: str, output_path: str, settings_values: dict,
                 frame = source.read()
             except EOFError:
                 break
-            rgb = i420_to_rgb(pipeline.process(frame).yuv)
+            # The video's own clock (not the wall clock) paces auto-framing, however fast we go.
+            processed = pipeline.process(frame, at=frames / source.native_fps, still=input_is_image)
+            rgb = i420_to_rgb(processed.yuv)
             bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
             frames += 1
             if input_is_image:

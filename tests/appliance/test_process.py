@@ -129,3 +129,77 @@ def test_bad_input_gives_one_clear_line_and_a_nonzero_exit(args, message, portra
     errors = [line for line in result.stderr.splitlines() if "error:" in line]
     assert len(errors) == 1 and message in errors[0], result.stderr
     assert not (tmp_path / "out.png").exists()
+
+
+# -- auto-framing offline ------------------------------------------------------------------------
+def faces(rgb: np.ndarray) -> np.ndarray:
+    detector = cv2.CascadeClassifier(cv2.data.haarcascades + "haarcascade_frontalface_default.xml")
+    return detector.detectMultiScale(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), 1.1, 5, minSize=(30, 30))
+
+
+def test_framing_auto_on_a_photo_frames_head_and_shoulders(portrait_file, tmp_path):
+    path, rgb, _ = portrait_file
+    out = tmp_path / "framed.png"
+    result = blurcam("process", str(path), str(out), "--effect", "none", "--framing", "auto")
+    assert result.returncode == 0, result.stderr
+    framed = read_rgb(out)
+    assert framed.shape == rgb.shape
+    (_, _, before, _), (fx, fy, after, _) = faces(rgb)[0], faces(framed)[0]
+    assert after >= 1.3 * before, "the face fills more of the picture"
+    assert 0.25 * 1280 < fx + after / 2 < 0.75 * 1280 and fy + after / 2 < 0.6 * 720
+
+
+def test_framing_auto_on_a_video_follows_the_video_clock(tmp_path):
+    """The person walks and sits; processing runs much faster than real time, yet the camera
+    moves as it would have live: the same frames as the live pipeline fed at the video's rate."""
+    from appliance.frame import frame_from_rgb
+    from appliance.pipeline import FramePipeline
+    from appliance.settings import Settings
+    from tests.support.walking_clip import walking_clip
+
+    fps = 10
+    clip = [cf for cf in walking_clip(320, 180, fps, noise=0) if cf.t < 9.0]
+    src = tmp_path / "walk.avi"
+    writer = cv2.VideoWriter(str(src), cv2.VideoWriter_fourcc(*"MJPG"), fps, (320, 180))
+    for cf in clip:
+        writer.write(cv2.cvtColor(cf.rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    out = tmp_path / "framed.avi"
+    result = blurcam("process", str(src), str(out), "--effect", "none", "--framing", "auto",
+                     "--framing-speed", "fast")
+    assert result.returncode == 0, result.stderr
+    cap = cv2.VideoCapture(str(out))
+    got = []
+    while True:
+        ok, bgr = cap.read()
+        if not ok:
+            break
+        got.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    cap.release()
+    assert len(got) == len(clip)
+    # The same video through the pipeline at the video's own clock.
+    pipeline = FramePipeline(Settings(effect="none", framing="auto", framing_speed="fast"))
+    src_cap = cv2.VideoCapture(str(src))
+    views = []
+    for i in range(len(clip)):
+        _, bgr = src_cap.read()
+        frame = frame_from_rgb(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), pipeline.lores_size, 0.0, i)
+        processed = pipeline.process(frame, at=i / fps)
+        views.append(processed.frame.view)
+        if i in (len(clip) // 2, len(clip) - 1):
+            assert psnr(got[i], i420_to_rgb(processed.yuv)) > 30, f"frame {i}"
+    src_cap.release()
+    assert views[-1][2] < 0.8 * 320, "by the end the camera has zoomed in on the seated person"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--framing", "sideways"], "framing"),
+    (["--framing", "auto", "--framing-zoom", "5"], "framing_zoom"),
+    (["--framing", "auto", "--framing-speed", "warp"], "framing_speed"),
+])
+def test_bad_framing_options_give_one_clear_line(args, message, portrait_file, tmp_path):
+    path, _, _ = portrait_file
+    result = blurcam("process", str(path), str(tmp_path / "out.png"), *args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and message in errors[0], result.stderr
