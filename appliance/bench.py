@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import resource
 import statistics
+import sys
 import time
 from dataclasses import replace
 
@@ -67,7 +68,9 @@ def run_threaded(frames, fmt: StreamFormat, settings: Settings, fps: float, seco
     return produced / elapsed, replace(stats, frames_dropped=dropped, frames_out=produced)
 
 
-def bench_size(width: int, height: int, settings: Settings, frames: int, seconds: float) -> dict:
+def bench_size(width: int, height: int, settings: Settings, frames: int, seconds: float,
+               say=lambda text: None) -> dict:
+    say(f"{width}x{height}: timing each stage over {frames} frames")
     pipeline = FramePipeline(settings)
     lores_size = pipeline.lores_size_for(width, height)
     clip = moving_clip(width, height, lores_size, fps=LIVE_FPS, seconds_per_scene=max(0.34, frames / 90))
@@ -94,7 +97,9 @@ def bench_size(width: int, height: int, settings: Settings, frames: int, seconds
         cv2.setNumThreads(-1)  # back to OpenCV's default
 
     fmt = StreamFormat("mjpeg", width, height, LIVE_FPS)
+    say(f"{width}x{height}: threaded pipeline as fast as it goes for {seconds:g} s")
     fps_threaded, _ = run_threaded(clip.frames, fmt, settings, 240.0, seconds)
+    say(f"{width}x{height}: live at {LIVE_FPS:g} fps for {seconds:g} s")
     live_fps, live = run_threaded(clip.frames, fmt, settings, LIVE_FPS, seconds)
 
     med = {k: round(statistics.median(v), 2) for k, v in samples.items()}
@@ -118,9 +123,10 @@ def _round(v: float | None) -> float | None:
 
 
 def run_bench(model: str = "auto", precision: str = "int8", sizes=SIZES, frames: int = 60,
-              seconds: float = 3.0) -> dict:
+              seconds: float = 3.0, say=lambda text: None) -> dict:
+    """`say(text)` hears what is being measured, as it starts."""
     settings = Settings(model=model, precision=precision, effect="blur")
-    results = {f"{w}x{h}": bench_size(w, h, settings, frames, seconds) for w, h in sizes}
+    results = {f"{w}x{h}": bench_size(w, h, settings, frames, seconds, say) for w, h in sizes}
     return {"model": model, "precision": precision, "sizes": results,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
 
@@ -154,6 +160,7 @@ def main(args) -> int:
     sizes = SIZES
     if args.size:
         sizes = tuple(tuple(int(v) for v in s.split("x")) for s in args.size)
-    report = run_bench(args.model, args.precision, sizes, args.frames, args.seconds)
+    report = run_bench(args.model, args.precision, sizes, args.frames, args.seconds,
+                       say=lambda text: print(f"bench: {text} ...", file=sys.stderr, flush=True))
     print(json.dumps(report, indent=2) if args.json else format_table(report))
     return 0

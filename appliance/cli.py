@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
@@ -16,10 +17,27 @@ DEFAULT_WEB_LISTEN = "127.0.0.1:8080"  # the device's unit listens on 0.0.0.0:80
 DEFAULT_WEB_STATE_DIR = Path("/var/lib/blurcam-web")
 
 
+class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """--help shows each option's default, where it has one."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, []) or "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=("auto", "general", "landscape"), default="auto",
-                   help="auto (default): the landscape model for 16:9 frames, the general one for 4:3")
-    p.add_argument("--precision", choices=("int8", "float"), default="int8")
+                   help="auto: the landscape model for 16:9 frames, the general one for 4:3")
+    p.add_argument("--precision", choices=("int8", "float"), default="int8", help="model weights")
+
+
+def _add_control_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--state-dir", type=Path, default=None,
+                   help=f"the daemon's state directory (default {DEFAULT_STATE_DIR})")
+    p.add_argument("--control-socket", type=Path, default=None,
+                   help=f"the daemon's control socket (default: STATE_DIR/control.sock with "
+                        f"--state-dir, else {DEFAULT_CONTROL_SOCKET})")
 
 
 def add_web_arguments(parser: argparse.ArgumentParser) -> None:
@@ -56,47 +74,57 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default="info", help="debug, info, warning or error")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="the appliance daemon: camera, model, USB webcam, control socket")
-    run.add_argument("--source", default="auto",
-                     help="auto | demo | file:PATH | v4l2:/dev/videoN | picamera2 (default: auto)")
-    run.add_argument("--web", metavar="HOST:PORT", help="also serve the settings page here")
-    run.add_argument("--state-dir", type=Path, default=None,
-                     help=f"where settings live (default {DEFAULT_STATE_DIR})")
-    run.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
-    run.add_argument("--control-socket", type=Path, default=None,
-                     help="default: /run/blurcam/control.sock, or STATE_DIR/control.sock with --state-dir")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, formatter_class=_HelpWithDefaults, **kwargs)
 
-    proc = sub.add_parser("process", help="run the pipeline on an image or video file")
-    proc.add_argument("input")
-    proc.add_argument("output")
-    proc.add_argument("--effect", default="blur", help="blur | replace | none")
-    proc.add_argument("--background", help="image to put behind the person (--effect replace)")
-    proc.add_argument("--blur-strength", type=int, default=60, help="1..100")
+    run = command("run", help="the appliance daemon: camera, model, USB webcam, control socket")
+    run.add_argument("--source", default="auto",
+                     help="auto | demo | file:PATH | v4l2:/dev/videoN | picamera2")
+    run.add_argument("--web", metavar="HOST:PORT", help="also serve the settings page here")
+    run.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE, help="the fleet configuration")
+    _add_control_args(run)
+
+    proc = command("process", help="run the pipeline on an image or video file",
+                   description="Blur (or replace) the background of a photo or a video. Videos are "
+                               "written as H.264 in MP4/MOV/MKV, which browsers play, with the "
+                               "input's sound.")
+    proc.add_argument("input", help="a photo (JPEG, PNG, BMP, WebP, TIFF) or a video FFmpeg reads")
+    proc.add_argument("output", help="photo: .jpg .png .bmp .webp; video: .mp4 .m4v .mov .mkv")
+    proc.add_argument("--effect", choices=("blur", "replace", "none", "privacy"), default=None,
+                      help="what happens to the background (default: blur; replace with --background)")
+    proc.add_argument("--background", metavar="IMAGE",
+                      help="picture to put behind the person; implies --effect replace")
+    proc.add_argument("--blur-strength", type=int, default=60, metavar="1..100", help="how strong the blur is")
     proc.add_argument("--framing", default="off", help="off | auto: keep the person framed, head and shoulders")
     proc.add_argument("--framing-zoom", type=float, default=2.0, help="the most auto-framing may zoom in, 1.0..3.0")
     proc.add_argument("--framing-speed", default="normal", help="slow | normal | fast")
     _add_model_args(proc)
 
-    bench = sub.add_parser("bench", help="per-stage timings and frames per second")
-    bench.add_argument("--json", action="store_true")
-    bench.add_argument("--size", action="append", metavar="WxH", help="only these sizes (repeatable)")
-    bench.add_argument("--frames", type=int, default=60)
+    bench = command("bench", help="per-stage timings and frames per second")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON")
+    bench.add_argument("--size", action="append", metavar="WxH",
+                       help="only these sizes (repeatable; default 640x480, 1280x720, 1920x1080)")
+    bench.add_argument("--frames", type=int, default=60, help="frames timed one by one per size")
     bench.add_argument("--seconds", type=float, default=3.0, help="threaded measurement time per size")
     _add_model_args(bench)
 
-    selftest = sub.add_parser("selftest", help="check the pipeline on demo frames against ground truth")
+    status = command("status", help="the running daemon's status: state, fps, timings, USB, temperature")
+    status.add_argument("--json", action="store_true", help="print the status as JSON")
+    _add_control_args(status)
+
+    selftest = command("selftest", help="check the pipeline on demo frames against ground truth")
     selftest.add_argument("--live", action="store_true",
                           help="run the threaded pipeline on moving demo scenes; per-frame mask IoU")
     selftest.add_argument("--size", metavar="WxH", help="frame size for --live (default 640x360)")
     _add_model_args(selftest)
 
-    web = sub.add_parser("web", help="the settings page (talks to the daemon over its control socket)")
+    web = command("web", help="the settings page (talks to the daemon over its control socket)")
     add_web_arguments(web)
 
-    gadget = sub.add_parser("gadget", help="build, remove or show the USB gadget (configfs)")
+    gadget = command("gadget", help="build, remove or show the USB gadget (configfs)")
     gadget.add_argument("action", choices=("up", "down", "status"))
-    gadget.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR)
-    gadget.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE)
+    gadget.add_argument("--state-dir", type=Path, default=DEFAULT_STATE_DIR, help="the daemon's state directory")
+    gadget.add_argument("--fleet-file", type=Path, default=DEFAULT_FLEET_FILE, help="the fleet configuration")
     gadget.add_argument("--udc", help="USB device controller to bind (default: the first in /sys/class/udc)")
 
     update = sub.add_parser("update", help="A/B updates: install BUNDLE|URL, status, confirm, health")
@@ -162,14 +190,48 @@ def _cmd_password(args) -> int:
 
 
 def _cmd_process(args) -> int:
-    from appliance.process import process_file
+    from appliance.process import ProcessError, process_file
+    effect = args.effect or ("replace" if args.background else "blur")
+    if args.background and effect != "replace":
+        raise ProcessError(f"--background is only used with --effect replace, not --effect {effect}")
     frames = process_file(args.input, args.output,
-                          {"effect": args.effect, "blur_strength": args.blur_strength,
+                          {"effect": effect, "blur_strength": args.blur_strength,
                            "model": args.model, "precision": args.precision, "framing": args.framing,
                            "framing_zoom": args.framing_zoom, "framing_speed": args.framing_speed},
                           background=args.background)
     print(f"wrote {args.output} ({frames} frame{'s' if frames != 1 else ''})")
     return 0
+
+
+def _cmd_status(args) -> int:
+    from appliance.control import ControlClient, ControlError
+    from appliance.daemon import default_control_socket
+    path = args.control_socket or default_control_socket(args.state_dir)
+    try:
+        status = ControlClient(path).status()
+    except ControlError as exc:
+        print(f"blurcam status: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(status, indent=2, sort_keys=True) if args.json else format_status(status))
+    return 0
+
+
+def format_status(status: dict, prefix: str = "") -> str:
+    """The status as an aligned two-column table; nested objects as dotted names."""
+    rows: list[tuple[str, str]] = []
+
+    def walk(value, name: str) -> None:
+        if isinstance(value, dict) and value:
+            for key in value:
+                walk(value[key], f"{name}.{key}" if name else str(key))
+        elif isinstance(value, list):
+            rows.append((name, ", ".join(map(str, value))))
+        else:
+            rows.append((name, "-" if value is None else str(value)))
+
+    walk(status, prefix)
+    width = max((len(name) for name, _ in rows), default=0)
+    return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
 
 def _cmd_web(args) -> int:
@@ -187,6 +249,8 @@ def _dispatch(args) -> int:
         return _cmd_run(args)
     if args.command == "process":
         return _cmd_process(args)
+    if args.command == "status":
+        return _cmd_status(args)
     if args.command == "bench":
         from appliance.bench import main as bench_main
         return bench_main(args)

@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 log = logging.getLogger(__name__)
+_ANNOUNCED: set[tuple[str, str, int]] = set()
 
 MODEL_NAMES = ("general", "landscape")  # the model files
 MODEL_CHOICES = ("auto", *MODEL_NAMES)  # what the `model` setting takes
@@ -115,8 +116,12 @@ class Segmenter:
         # int8 models built with input scale 1/255 and zero point -128 take `uint8 ^ 0x80` as is.
         self._xor_input = (self._in_dtype == np.int8 and self._in_quant.zero_point == -128
                            and abs(self._in_quant.scale * 255 - 1) < 1e-4)
-        log.info("model %s loaded on %s (%dx%d, %s input, %d thread(s))",
-                 path.name, self.runtime, self.width, self.height, np.dtype(self._in_dtype).name, threads)
+        # Pipelines load their own copy (bench makes several): say it once per model and runtime.
+        announce = (path.name, self.runtime, threads) not in _ANNOUNCED
+        _ANNOUNCED.add((path.name, self.runtime, threads))
+        log.log(logging.INFO if announce else logging.DEBUG,
+                "model %s loaded on %s (%dx%d, %s input, %d thread(s))",
+                path.name, self.runtime, self.width, self.height, np.dtype(self._in_dtype).name, threads)
 
     @property
     def input_size(self) -> tuple[int, int]:
