@@ -1,7 +1,8 @@
 """Image controls applied in software, for sources whose hardware has none (demo, file, webcam).
 
-Brightness, contrast and saturation are lookup tables on the I420 planes (a fraction of a
-millisecond at 720p); sharpness is an unsharp mask on the luma plane.
+The rows of appliance/controls.py marked software=True are applied here, each by its keyword of
+`adjust()`. Brightness, contrast and saturation are lookup tables on the I420 planes (a fraction
+of a millisecond at 720p); sharpness is an unsharp mask on the luma plane.
 """
 
 from __future__ import annotations
@@ -11,9 +12,10 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
+from appliance.controls import CONTROLS
 from appliance.frame import split_i420
 
-NEUTRAL = {"brightness": 0, "contrast": 100, "saturation": 100, "sharpness": 100}
+NEUTRAL = {c.name: c.neutral for c in CONTROLS if c.software}
 
 
 @lru_cache(maxsize=8)

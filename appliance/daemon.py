@@ -13,12 +13,13 @@ import signal
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 import simplejpeg
 
-from appliance import __version__, backgrounds, preview
+from appliance import __version__, backgrounds, controls, preview
 from appliance.cpuload import CpuMeter
 from appliance.frame import fit_cover
 from appliance.pipeline import IDLE_STATUS, FramePipeline, ThreadedPipeline
@@ -27,6 +28,9 @@ from appliance.sources.base import SourceError
 from appliance.sources.file import decode_image, read_image
 from appliance.storage import StorageError, remove_stale_temp_files, write_atomically
 from appliance.stream import FrameSlot, StreamFormat
+
+if TYPE_CHECKING:
+    from appliance.uvc import UvcServer
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +104,7 @@ class Controller:
         self._cpu = CpuMeter()
         self._last_error = ""
         self._restart_mode, self._restart_at, self._restart_delay = "", 0.0, 0.0
-        self.uvc = None  # the UvcServer, when this machine has a UDC
+        self._usb: UvcServer | None = None  # serving the USB gadget, when this machine has one
         self.pipeline = FramePipeline(self.settings.current, self._load_background(self.settings.current))
         self.settings.subscribe(self._on_settings_changed)
 
@@ -248,10 +252,41 @@ class Controller:
             if self._mode == "streaming":
                 self._halt()
 
-    def set_host_state(self, connected: bool, streaming_format: StreamFormat | None = None) -> None:
+    def set_host_state(self, connected: bool, streaming: StreamFormat | None) -> None:
         self._host_connected = connected
-        if streaming_format is not None:
-            self._stream_format = streaming_format
+        if streaming is not None:
+            self._stream_format = streaming
+
+    def image_controls(self) -> dict[str, int]:
+        return image_controls(self.settings.current)
+
+    def set_image_controls(self, changes: dict[str, int]) -> None:
+        unknown = sorted(set(changes) - set(controls.NAMES))
+        if unknown:
+            raise SettingsError({name: "not an image control" for name in unknown})
+        self.update_settings(changes)
+
+    # --- USB ------------------------------------------------------------------------------
+    def start_usb(self) -> bool:
+        """Serve the UVC gadget when this machine has one bound to a UDC; False when not."""
+        try:
+            from appliance.uvc import UvcServer, find_uvc_node
+        except ImportError:
+            return False
+        node = find_uvc_node()
+        if not node:
+            log.info("no UVC gadget video node: not serving USB (run `blurcam gadget up` on a device with a UDC)")
+            return False
+        server = UvcServer(self, node)
+        try:
+            server.start()
+        except (OSError, RuntimeError, ValueError) as exc:
+            # A broken gadget must not take the settings page (and the way to fix it) down too.
+            log.error("cannot serve the UVC gadget at %s: %s", node, exc)
+            return False
+        self._usb = server
+        log.info("UVC userspace serving %s", node)
+        return True
 
     # --- preview --------------------------------------------------------------------------
     def preview(self, view: str = "output") -> bytes:
@@ -358,8 +393,8 @@ class Controller:
         out.update(runner.stats().as_status() if runner else IDLE_STATUS)
         out.update(system_health())
         out["cpu_percent"] = self._cpu.percent()  # all cores together, since the last status
-        if self.uvc is not None:
-            out["usb"] = self.uvc.status()
+        if self._usb is not None:
+            out["usb"] = self._usb.status()
         return out
 
     def status_line(self) -> str:
@@ -370,6 +405,9 @@ class Controller:
         return f"{st['state']} {st['stream_format'] or ''} at {st['fps']:.1f} fps, inference {st['inference_ms'] or 0:.1f} ms"
 
     def close(self) -> None:
+        if self._usb is not None:
+            self._usb.stop()
+            self._usb = None
         with self._lock:
             self._halt()
             self._source = None
@@ -424,7 +462,7 @@ def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_so
         log.error("cannot start: %s", exc)
         controller.close()
         return 2
-    uvc = _start_uvc(controller)
+    controller.start_usb()
     web = _start_web(web_listen, control_socket, state_dir) if web_listen else None
 
     notifier.ready()
@@ -453,8 +491,6 @@ def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_so
         log.info("shutting down")
         if web is not None:
             web.terminate()
-        if uvc is not None:
-            uvc.stop()
         controller.close()
         control.stop()
         if web is not None:
@@ -469,28 +505,6 @@ def _force_exit() -> None:
     log.error("clean shutdown took longer than %.1f s; exiting now", SHUTDOWN_GRACE)
     logging.shutdown()
     os._exit(1)
-
-
-def _start_uvc(controller: Controller):
-    """Run the UVC userspace when this machine has a UVC gadget function bound to a UDC."""
-    try:
-        from appliance.uvc import UvcServer, find_uvc_node
-    except ImportError:
-        return None
-    node = find_uvc_node()
-    if not node:
-        log.info("no UVC gadget video node: not serving USB (run `blurcam gadget up` on a device with a UDC)")
-        return None
-    server = UvcServer(controller, node)
-    try:
-        server.start()
-    except (OSError, RuntimeError, ValueError) as exc:
-        # A broken gadget must not take the settings page (and the way to fix it) down too.
-        log.error("cannot serve the UVC gadget at %s: %s", node, exc)
-        return None
-    controller.uvc = server
-    log.info("UVC userspace serving %s", node)
-    return server
 
 
 def _start_web(listen: str, control_socket: Path, state_dir: Path):

@@ -13,11 +13,13 @@ import os
 import threading
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model,
+                      field_validator)
 from pydantic_core import PydanticCustomError
 
+from appliance import controls
 from appliance.storage import remove_durably, remove_stale_temp_files, write_atomically
 
 log = logging.getLogger(__name__)
@@ -25,8 +27,8 @@ log = logging.getLogger(__name__)
 RESOLUTIONS = ("640x360", "640x480", "1280x720", "1920x1080")
 
 
-class Settings(BaseModel):
-    """Everything a user or a fleet operator can set."""
+class _FixedSettings(BaseModel):
+    """Everything a user or a fleet operator can set, but the image controls (added below)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
 
@@ -57,11 +59,6 @@ class Settings(BaseModel):
             raise ValueError(f"lists {', '.join(twice)} more than once")
         return value
     privacy_text: str = Field("Camera paused", max_length=60)
-    # Image controls, in the units the UVC processing unit advertises.
-    brightness: int = Field(0, ge=-100, le=100)
-    contrast: int = Field(100, ge=0, le=200)
-    saturation: int = Field(100, ge=0, le=200)
-    sharpness: int = Field(100, ge=0, le=200)
     # Auto-framing: a virtual camera that keeps the person framed (off = the whole picture).
     framing: Literal["off", "auto"] = "off"
     framing_zoom: float = Field(2.0, ge=1.0, le=3.0, description="the most auto-framing may zoom in")
@@ -90,13 +87,34 @@ class Settings(BaseModel):
             raise PydanticCustomError("undrawable", str(exc)) from None
 
 
+def _control_field(control: controls.ImageControl) -> tuple[Any, Any]:
+    """The Settings field of one image control: an int in the row's range (or among its choices)."""
+    kind: Any = int
+    if control.choices is not None:
+        def among_choices(value: int) -> int:
+            if value not in control.choices:  # type: ignore[operator]
+                raise ValueError("not an allowed value")
+            return value
+        kind = Annotated[int, AfterValidator(among_choices)]
+    return kind, Field(control.default, ge=control.minimum, le=control.maximum,
+                       description=control.label)
+
+
+# One field per image control in appliance/controls.py, so a new control is one row there. The
+# type checker sees only the fixed fields: code reads the image controls by name from the table.
+if TYPE_CHECKING:
+    Settings = _FixedSettings
+else:
+    Settings = create_model("Settings", __base__=_FixedSettings, __module__=__name__,
+                            __doc__="Everything a user or a fleet operator can set.",
+                            **{c.name: _control_field(c) for c in controls.CONTROLS})
+
 FIELDS = tuple(Settings.model_fields)
-IMAGE_CONTROLS = ("brightness", "contrast", "saturation", "sharpness")
 
 
 def image_controls(settings: Settings) -> dict[str, int]:
     """The camera image controls of a Settings, as a source's set_controls() takes them."""
-    return {k: getattr(settings, k) for k in IMAGE_CONTROLS}
+    return controls.values_of(settings)
 
 
 class SettingsError(ValueError):
@@ -109,6 +127,8 @@ class SettingsError(ValueError):
 
 def _allowed(field: str) -> str:
     """A short description of what a field accepts, for error messages."""
+    if field in controls.BY_NAME:
+        return controls.BY_NAME[field].allowed()
     info = Settings.model_fields[field]
     lo = hi = None
     for m in info.metadata:

@@ -1,4 +1,5 @@
-"""The settings page itself. Controls are described once here; ranges come from the Settings schema."""
+"""The settings page itself. Controls are described once here; ranges come from the Settings schema
+and the image controls (the "Picture" section) from their table in appliance/controls.py."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from typing import Literal
 
 from flask import Blueprint, current_app, render_template
 
-from appliance import __version__
+from appliance import __version__, controls
 from appliance.control import PREVIEW_VIEWS, ControlError
 from appliance.settings import RESOLUTIONS, Settings
 
@@ -76,10 +77,9 @@ SECTIONS: list[tuple[str, list[Control]]] = [
                 "Steadier outline; too high lags behind quick moves."),
     ]),
     ("Picture", [
-        Control("brightness", "Brightness", "range"),
-        Control("contrast", "Contrast", "range"),
-        Control("saturation", "Saturation", "range"),
-        Control("sharpness", "Sharpness", "range"),
+        *(Control(c.name, c.label, "range" if c.choices is None else "choice", c.hint,
+                  options={str(v): label for v, label in (c.choices or {}).items()})
+          for c in controls.CONTROLS),
         Control("mirror", "Mirror the picture", "toggle"),
     ]),
     ("Model", [

@@ -20,6 +20,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from appliance import controls
 from appliance.frame import Frame, i420_to_rgb
 from appliance.framing import Crop
 from appliance.sources.base import SourceError
@@ -50,40 +51,6 @@ def list_cameras() -> list[dict[str, Any]]:
     except SourceError:
         return []
     return list(Picamera2.global_camera_info())
-
-
-def camera_controls_for(settings: dict[str, int], advertised: dict[str, tuple]) -> dict[str, Any]:
-    """libcamera controls for our Settings-unit image controls, limited to the ones the camera
-    advertises (name -> (min, max, default)) and clamped to their ranges.
-
-    brightness -100..100 -> Brightness -1..1; contrast and saturation 0..200 -> 0..2 (100 is the
-    camera's neutral 1.0); sharpness 0..200 -> min..default..max (100 is the camera's default).
-    """
-    out: dict[str, Any] = {}
-
-    def clamp(name: str, value: float) -> None:
-        lo, hi, _ = advertised[name]
-        out[name] = float(min(max(value, lo), hi))
-
-    if "brightness" in settings and "Brightness" in advertised:
-        clamp("Brightness", settings["brightness"] / 100.0)
-    for key, name in (("contrast", "Contrast"), ("saturation", "Saturation")):
-        if key in settings and name in advertised:
-            clamp(name, settings[key] / 100.0)
-    if "sharpness" in settings and "Sharpness" in advertised:
-        lo, hi, default = advertised["Sharpness"]
-        default = lo if default is None else default
-        s = settings["sharpness"]
-        value = lo + (default - lo) * s / 100.0 if s <= 100 else default + (hi - default) * (s - 100) / 100.0
-        clamp("Sharpness", value)
-    return out
-
-
-def hardware_control_names(advertised: dict[str, tuple]) -> frozenset[str]:
-    """The Settings controls the camera applies itself (the pipeline need not redo them)."""
-    pairs = {"brightness": "Brightness", "contrast": "Contrast", "saturation": "Saturation",
-             "sharpness": "Sharpness"}
-    return frozenset(k for k, name in pairs.items() if name in advertised)
 
 
 def crop_area(scaler_crop_maximum: tuple[int, int, int, int], out_size: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -214,19 +181,19 @@ class Picamera2Source:
     def _configure(self, cam, libcamera, width: int, height: int, fps: float,
                    lores_size: tuple[int, int]) -> None:
         advertised = cam.camera_controls
-        controls: dict[str, Any] = camera_controls_for(self._controls, advertised)
+        wanted: dict[str, Any] = controls.libcamera_values(self._controls, advertised)
         if "FrameDurationLimits" in advertised:
             frame_us = int(round(1_000_000 / fps))
-            controls["FrameDurationLimits"] = (frame_us, frame_us)
+            wanted["FrameDurationLimits"] = (frame_us, frame_us)
         if "AfMode" in advertised:  # Camera Module 3: keep the face in focus as it moves
-            controls["AfMode"] = libcamera.controls.AfModeEnum.Continuous
+            wanted["AfMode"] = libcamera.controls.AfModeEnum.Continuous
         config = cam.create_video_configuration(
             main={"size": (width, height), "format": "YUV420"},
             lores={"size": tuple(lores_size), "format": "YUV420"},
             colour_space=libcamera.ColorSpace.Sycc(),
             buffer_count=self.buffer_count,
             queue=False,  # wait for a fresh frame rather than hand out one already queued
-            controls=controls,
+            controls=wanted,
             display=None, encode=None)
         cam.configure(config)
         self._streams = {}
@@ -236,7 +203,7 @@ class Picamera2Source:
         if self._streams["main"][1:3] != (width, height):
             raise SourceError(f"camera gives {self._streams['main'][1]}x{self._streams['main'][2]} "
                               f"for a requested {width}x{height} main stream")
-        self.hardware_controls = hardware_control_names(advertised)
+        self.hardware_controls = controls.applied_by_camera(advertised)
         maximum = cam.camera_properties.get("ScalerCropMaximum")
         if "ScalerCrop" in advertised and maximum:
             self._crop_area = crop_area(tuple(maximum), (width, height))
@@ -297,11 +264,11 @@ class Picamera2Source:
                 self._cam.set_controls({"ScalerCrop": rect})
                 self._scaler_crop = rect
 
-    def set_controls(self, controls: dict[str, int]) -> None:
+    def set_controls(self, values: dict[str, int]) -> None:
         with self._lock:
-            self._controls.update(controls)
+            self._controls.update(values)
             if self._cam is not None:
-                mapped = camera_controls_for(self._controls, self._cam.camera_controls)
+                mapped = controls.libcamera_values(self._controls, self._cam.camera_controls)
                 if mapped:
                     self._cam.set_controls(mapped)
 

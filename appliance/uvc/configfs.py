@@ -187,7 +187,7 @@ def _advertise_controls(function: Path) -> None:
     for unit, path in (("camera", function / "control/terminal/camera/default/bmControls"),
                        ("processing", function / "control/processing/default/bmControls")):
         current = _read_bitmap(path)
-        wanted = requests.bm_controls(requests.WANTED_PROCESSING_CONTROLS, unit, len(current))
+        wanted = requests.bm_controls(requests.WANTED_CONTROLS, unit, len(current))
         if current == wanted:
             continue
         try:

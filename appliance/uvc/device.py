@@ -3,7 +3,7 @@
 One thread polls the node: UVC events (setup/data requests from the host, stream on/off,
 connect/disconnect) arrive as POLLPRI, finished output buffers as POLLOUT. Requests are answered
 by the pure functions in requests.py. While the host streams, a second thread takes encoded frames
-from the Controller's FrameSlot and queues them into mmap'ed output buffers (latest frame wins; a
+from the daemon's FrameSlot and queues them into mmap'ed output buffers (latest frame wins; a
 slow host skips frames, nothing piles up).
 """
 
@@ -24,13 +24,13 @@ from typing import Any
 from appliance.stream import FrameSlot, StreamFormat
 from appliance.uvc import ioctl as k
 from appliance.uvc import requests
+from appliance.uvc.backend import UvcBackend
 from appliance.uvc.configfs import CONFIGFS_GADGETS, UDC_CLASS, read_device
 
 log = logging.getLogger(__name__)
 
 V4L2_CLASS = Path("/sys/class/video4linux")
 NUM_BUFFERS = 4
-CONTROL_FIELDS = ("brightness", "contrast", "saturation", "sharpness")
 DUMP_DIR_ENV = "BLURCAM_UVC_DUMP_DIR"  # debug: also write every queued frame to this directory
 DUMP_MAX_ENV = "BLURCAM_UVC_DUMP_MAX"  # at most this many per stream (default 30)
 
@@ -86,11 +86,11 @@ class _Stream:
 
 
 class UvcServer:
-    """Serves the f_uvc video node for `controller` (see appliance/daemon.py Controller)."""
+    """Serves the f_uvc video node for the daemon, which it sees only as a UvcBackend."""
 
-    def __init__(self, controller, node_path: str, function_dir: Path | None = None,
+    def __init__(self, backend: UvcBackend, node_path: str, function_dir: Path | None = None,
                  dump_dir: Path | None = None):
-        self.controller = controller
+        self.backend = backend
         self.node_path = node_path
         self.function_dir = function_dir
         env_dump = os.environ.get(DUMP_DIR_ENV)
@@ -116,7 +116,7 @@ class UvcServer:
                 raise RuntimeError(f"{self.node_path}: no bound configfs UVC function owns this node")
             self.function_dir = found[1]
         self.device = read_device(self.function_dir)
-        self._state = requests.initial_state(self.device, self._settings_values())
+        self._state = requests.initial_state(self.device, self.backend.image_controls())
         self._fd = os.open(self.node_path, os.O_RDWR | os.O_NONBLOCK)
         try:
             for event in k.UVC_EVENTS:
@@ -200,25 +200,21 @@ class UvcServer:
             self._stop_streaming("host stopped streaming")
         elif kind == k.UVC_EVENT_CONNECT:
             self._stats.update(connected=True, speed=int.from_bytes(data[:4], "little"))
-            self._state = requests.initial_state(self.device, self._settings_values())
-            self.controller.set_host_state(True, None)
+            self._state = requests.initial_state(self.device, self.backend.image_controls())
+            self.backend.set_host_state(True, None)
             log.info("UVC: host connected")
         elif kind == k.UVC_EVENT_DISCONNECT:
             self._stats["disconnects"] += 1
             self._stats["connected"] = False
             self._stop_streaming("host disconnected")
-            self.controller.set_host_state(False, None)
+            self.backend.set_host_state(False, None)
             log.info("UVC: host disconnected")
 
     # --- requests ----------------------------------------------------------------------------
-    def _settings_values(self) -> dict[str, int]:
-        current = self.controller.settings.current
-        return {name: getattr(current, name) for name in CONTROL_FIELDS}
-
     def _on_setup(self, setup: requests.Setup) -> None:
         self._stats["requests"] += 1
         try:
-            state = requests.with_values(self._state, self._settings_values())
+            state = requests.with_values(self._state, self.backend.image_controls())
             self._state, reply = requests.handle_setup(self.device, state, setup)
         except Exception:  # the host waits for an answer: a stall beats a timeout
             log.exception("UVC: answering %s", setup)
@@ -236,7 +232,7 @@ class UvcServer:
         if effects.changed:
             self._stats["controls_set"] += 1
             try:
-                self.controller.update_settings(effects.changed)
+                self.backend.set_image_controls(effects.changed)
             except ValueError as exc:  # SettingsError: keep the old value
                 log.warning("UVC: host control change refused: %s", exc)
 
@@ -270,7 +266,7 @@ class UvcServer:
         self._stream = stream
         self._stats.update(streaming=True, committed=str(fmt))
         self._stats["streams"] += 1
-        self.controller.set_host_state(True, fmt)
+        self.backend.set_host_state(True, fmt)
         stream.feeder = threading.Thread(target=self._feed, args=(stream,), name="uvc-feed", daemon=True)
         stream.feeder.start()
         log.info("UVC: streaming %s", fmt)
@@ -318,14 +314,14 @@ class UvcServer:
         with stream.cond:
             stream.cond.notify_all()
         if stream.feeder is not None:
-            stream.feeder.join()  # it may still be inside controller.start_stream()
+            stream.feeder.join()  # it may still be inside backend.start_stream()
         try:
             k.ioctl(self._fd, k.VIDIOC_STREAMOFF, ctypes.c_int(k.V4L2_BUF_TYPE_VIDEO_OUTPUT))
         except OSError as exc:
             log.warning("UVC: STREAMOFF: %s", exc)
         self._release_buffers(stream)
-        self.controller.stop_stream()
-        self.controller.set_host_state(self._stats["connected"], None)
+        self.backend.stop_stream()
+        self.backend.set_host_state(self._stats["connected"], None)
         self._stats["streaming"] = False
         log.info("UVC: stream %s stopped (%s)", stream.fmt, why)
 
@@ -347,7 +343,7 @@ class UvcServer:
 
     def _feed(self, stream: _Stream) -> None:
         try:
-            stream.slot = self.controller.start_stream(stream.fmt)
+            stream.slot = self.backend.start_stream(stream.fmt)
         except Exception as exc:
             log.error("UVC: the pipeline did not start for %s: %s", stream.fmt, exc)
             self._stats["last_error"] = f"pipeline: {exc}"

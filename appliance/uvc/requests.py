@@ -10,9 +10,12 @@ code control, which is how the UVC spec tells the host why (uvcvideo reads it af
 from __future__ import annotations
 
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from enum import IntEnum
 
+from appliance import controls
+from appliance.controls import ImageControl
 from appliance.stream import StreamFormat
 from appliance.uvc.formats import FrameSize, VideoFormat, find_format, stream_format
 
@@ -96,51 +99,75 @@ class Setup:
 
 @dataclass(frozen=True)
 class Control:
-    """A camera-terminal or processing-unit control, in the units of its Settings field."""
+    """A camera-terminal or processing-unit control: one or more image controls (appliance/
+    controls.py) packed in one request, e.g. pan and tilt in Pan/Tilt (Absolute)."""
 
-    name: str
     unit: str  # "camera" or "processing"
     selector: int
     bit: int  # bit in that entity's bmControls
-    minimum: int
-    maximum: int
-    default: int
-    resolution: int = 1
-    size: int = 2
-    signed: bool = False
-    settable: tuple[int, ...] | None = None  # only these values accepted (bitmap-style controls)
+    parts: tuple[ImageControl, ...]
+    settable: bool = True  # False: answered, but a host's value never changes a setting
 
-    def encode(self, value: int) -> bytes:
-        return value.to_bytes(self.size, "little", signed=self.signed)
+    @property
+    def name(self) -> str:
+        return "/".join(p.name for p in self.parts)
 
-    def decode(self, raw: bytes) -> int:
-        return int.from_bytes(raw[:self.size], "little", signed=self.signed)
+    @property
+    def size(self) -> int:
+        return max(self._place(p).offset + self._place(p).size for p in self.parts)
 
-    def accepts(self, value: int) -> bool:
-        if self.settable is not None:
-            return value in self.settable
-        return self.minimum <= value <= self.maximum
+    @staticmethod
+    def _place(part: ImageControl) -> controls.Uvc:
+        assert part.uvc is not None
+        return part.uvc
+
+    def encode(self, values: Mapping[str, int]) -> bytes:
+        out = bytearray(self.size)
+        for p in self.parts:
+            u = self._place(p)
+            out[u.offset:u.offset + u.size] = values[p.name].to_bytes(u.size, "little", signed=u.signed)
+        return bytes(out)
+
+    def decode(self, raw: bytes) -> dict[str, int]:
+        out = {}
+        for p in self.parts:
+            u = self._place(p)
+            out[p.name] = int.from_bytes(raw[u.offset:u.offset + u.size], "little", signed=u.signed)
+        return out
+
+    def accepts(self, values: Mapping[str, int]) -> bool:
+        return all(p.accepts(values[p.name]) for p in self.parts)
+
+    def answer(self, request: int, current: Mapping[str, int]) -> bytes:
+        """The data for GET_CUR/MIN/MAX/RES/DEF."""
+        pick = {GET_CUR: lambda p: current.get(p.name, p.default),
+                GET_MIN: lambda p: p.minimum,
+                GET_MAX: lambda p: p.maximum,
+                GET_RES: lambda p: self._place(p).resolution,
+                GET_DEF: lambda p: p.default}[request]
+        return self.encode({p.name: pick(p) for p in self.parts})
 
 
-# Processing unit controls map 1:1 to Settings fields (same ranges and defaults as settings.py).
-BRIGHTNESS = Control("brightness", "processing", 0x02, 0, -100, 100, 0, signed=True)
-CONTRAST = Control("contrast", "processing", 0x03, 1, 0, 200, 100)
-SATURATION = Control("saturation", "processing", 0x07, 3, 0, 200, 100)
-SHARPNESS = Control("sharpness", "processing", 0x08, 4, 0, 200, 100)
+def _controls_from_table(rows: tuple[ImageControl, ...], settable: bool) -> tuple[Control, ...]:
+    return tuple(Control(unit, selector, parts[0].uvc.bit, parts, settable)  # type: ignore[union-attr]
+                 for (unit, selector), parts in controls.uvc_groups(rows).items())
+
+
+# What we advertise and answer: every image control with a UVC place.
+WANTED_CONTROLS = _controls_from_table(controls.CONTROLS, settable=True)
 # Auto-exposure mode: kernels before 6.3 hard-wire this bit in the camera terminal's bmControls.
 # The camera only does automatic exposure, so the only mode offered and accepted is 'auto' (2).
-AE_MODE = Control("auto_exposure_mode", "camera", 0x02, 1, 0, 0x02, 0x02, resolution=0x02,
-                  size=1, settable=(0x02,))
+# (An image-control row for the same selector takes its place.)
+AE_MODE = Control("camera", 0x02, 1, (ImageControl(
+    "auto_exposure_mode", "Auto exposure", 0, 0x02, 0x02, 0x02,
+    controls.Uvc("camera", 0x02, 1, size=1, resolution=0x02), choices={0x02: "auto"}),), settable=False)
+KNOWN_CONTROLS = WANTED_CONTROLS + (AE_MODE,)
 
-KNOWN_CONTROLS = (BRIGHTNESS, CONTRAST, SATURATION, SHARPNESS, AE_MODE)
-WANTED_PROCESSING_CONTROLS = (BRIGHTNESS, CONTRAST, SATURATION, SHARPNESS)
-WANTED_CAMERA_CONTROLS: tuple[Control, ...] = ()
 
-
-def bm_controls(controls: tuple[Control, ...], unit: str, size: int) -> bytes:
-    """The bmControls bitmap that advertises exactly `controls` of one entity."""
+def bm_controls(wanted: tuple[Control, ...], unit: str, size: int) -> bytes:
+    """The bmControls bitmap that advertises exactly `wanted` controls of one entity."""
     bits = 0
-    for c in controls:
+    for c in wanted:
         if c.unit == unit:
             bits |= 1 << c.bit
     return bits.to_bytes(size, "little")
@@ -167,7 +194,7 @@ class Device:
     """What the gadget advertises: formats, interface numbers, entity IDs, controls."""
 
     formats: tuple[VideoFormat, ...]
-    controls: tuple[Control, ...] = WANTED_PROCESSING_CONTROLS
+    controls: tuple[Control, ...] = WANTED_CONTROLS
     control_interface: int = 0
     streaming_interface: int = 1
     camera_terminal_id: int = 1
@@ -232,7 +259,7 @@ def default_probe(device: Device) -> Probe:
 def initial_state(device: Device, values: dict[str, int]) -> State:
     """The state at connect: default probe, control values from the live settings."""
     probe = default_probe(device)
-    known = {c.name: values.get(c.name, c.default) for c in device.controls}
+    known = {p.name: values.get(p.name, p.default) for c in device.controls for p in c.parts}
     return State(probe, probe, known)
 
 
@@ -387,14 +414,7 @@ def _unit_request(device: Device, state: State, setup: Setup) -> tuple[State, Re
         return _stall(state, ErrorCode.INVALID_REQUEST)
     if setup.request == SET_CUR:
         return replace(state, pending=setup, error_code=ErrorCode.NO_ERROR), Reply(bytes(setup.length))
-    value = {
-        GET_CUR: state.values.get(control.name, control.default),
-        GET_MIN: control.minimum,
-        GET_MAX: control.maximum,
-        GET_RES: control.resolution,
-        GET_DEF: control.default,
-    }[setup.request]
-    return _ok(state, control.encode(value))
+    return _ok(state, control.answer(setup.request, state.values))
 
 
 def handle_data(device: Device, state: State, data: bytes) -> tuple[State, Effects]:
@@ -418,9 +438,9 @@ def handle_data(device: Device, state: State, data: bytes) -> tuple[State, Effec
         return state, Effects(committed=committed_format(device, state))
     control = device.control(setup.entity, setup.selector)
     assert control is not None  # checked at the setup stage
-    value = control.decode(data)
-    if not control.accepts(value):
+    decoded = control.decode(data)
+    if not control.accepts(decoded):
         return replace(state, error_code=ErrorCode.OUT_OF_RANGE), Effects()
-    values = {**state.values, control.name: value}
-    changed = {control.name: value} if control in WANTED_PROCESSING_CONTROLS else {}
+    values = {**state.values, **decoded}
+    changed = decoded if control.settable else {}
     return replace(state, values=values, error_code=ErrorCode.NO_ERROR), Effects(changed=changed)

@@ -95,3 +95,35 @@ def test_status_shows_the_live_figures_of_a_running_stream(controller):
     assert st["mask_age_frames"] == 0 and st["mask_age_ms"] == 0.0  # each frame's own mask
     controller.stop_stream()
     assert controller.status()["latency_p50_ms"] is None
+
+
+def test_the_daemon_offers_the_uvc_server_exactly_what_its_protocol_names():
+    from appliance.uvc.backend import UvcBackend
+    from tests.support.protocols import assert_implements, protocol_methods
+    assert set(protocol_methods(UvcBackend)) == {
+        "start_stream", "stop_stream", "image_controls", "set_image_controls", "set_host_state"}
+    assert_implements(Controller, UvcBackend)
+
+
+def test_a_host_sets_image_controls_through_the_daemon_and_reads_them_back(controller):
+    controller.set_image_controls({"brightness": 37, "sharpness": 150})
+    assert controller.image_controls() == {"brightness": 37, "contrast": 100, "saturation": 100,
+                                           "sharpness": 150}
+    assert controller.status()["controls"]["brightness"] == 37
+    assert '"brightness": 37' in controller.settings.path.read_text()
+
+
+@pytest.mark.parametrize("changes, field", [
+    ({"brightness": 500}, "brightness"), ({"effect": "none"}, "effect"), ({"gamma": 2}, "gamma")])
+def test_a_host_cannot_set_a_bad_value_or_anything_but_an_image_control(controller, changes, field):
+    with pytest.raises(ValueError) as err:
+        controller.set_image_controls(changes)
+    assert field in str(err.value)
+    assert controller.settings.current == controller.settings.current.model_validate({})
+
+
+def test_the_host_state_shows_in_the_status(controller):
+    controller.set_host_state(True, None)
+    assert controller.status()["host_connected"] is True
+    controller.set_host_state(False, None)
+    assert controller.status()["host_connected"] is False

@@ -46,7 +46,10 @@ function readSetting(name) {
   const inputs = [...form.elements].filter((el) => el.name === name);
   const type = inputs[0].dataset.type;
   if (type === "list") return inputs.filter((el) => el.checked).map((el) => el.value);
-  if (inputs[0].type === "radio") return inputs.find((el) => el.checked)?.value;
+  if (inputs[0].type === "radio") {
+    const picked = inputs.find((el) => el.checked)?.value;
+    return type === "int" && picked !== undefined ? parseInt(picked, 10) : picked;
+  }
   if (type === "bool") return inputs[0].checked;
   if (type === "int") return parseInt(inputs[0].value, 10);
   if (type === "float") return parseFloat(inputs[0].value);
@@ -58,7 +61,7 @@ function showSettings(settings) {
     if (!el.name || !(el.name in settings)) continue;
     const value = settings[el.name];
     if (el.dataset.type === "list") el.checked = value.includes(el.value);
-    else if (el.type === "radio") el.checked = el.value === value;
+    else if (el.type === "radio") el.checked = el.value === String(value);
     else if (el.type === "checkbox") el.checked = Boolean(value);
     else if (document.activeElement !== el) el.value = value;
     const out = document.getElementById("o-" + el.name);

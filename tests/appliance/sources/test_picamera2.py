@@ -11,14 +11,7 @@ import pytest
 from skimage import data
 
 from appliance.frame import rgb_to_i420, split_i420
-from appliance.sources.picamera2 import (camera_controls_for, error_chain, frame_timestamp,
-                                         hardware_control_names, yuv420_to_i420)
-
-# Ranges a Raspberry Pi camera (imx708, Camera Module 3) advertises: (min, max, default).
-PI_CONTROLS = {"Brightness": (-1.0, 1.0, 0.0), "Contrast": (0.0, 32.0, 1.0),
-               "Saturation": (0.0, 32.0, 1.0), "Sharpness": (0.0, 16.0, 1.0),
-               "AfMode": (0, 2, 0), "FrameDurationLimits": (33333, 120000, None)}
-NEUTRAL = {"brightness": 0, "contrast": 100, "saturation": 100, "sharpness": 100}
+from appliance.sources.picamera2 import error_chain, frame_timestamp, yuv420_to_i420
 
 
 @pytest.fixture(scope="module")
@@ -56,34 +49,6 @@ def test_an_unexpected_pixel_format_is_a_clear_error(i420):
     from appliance.sources.base import SourceError
     with pytest.raises(SourceError, match="delivered RGB888; expected YUV420 or NV12"):
         yuv420_to_i420(camera_buffer(i420, "NV12", 640), "RGB888", 640, 360, 640)
-
-
-def test_neutral_settings_give_the_cameras_neutral_controls():
-    assert camera_controls_for(NEUTRAL, PI_CONTROLS) == {
-        "Brightness": 0.0, "Contrast": 1.0, "Saturation": 1.0, "Sharpness": 1.0}
-
-
-def test_settings_units_map_onto_the_cameras_ranges():
-    low = camera_controls_for({"brightness": -100, "contrast": 0, "saturation": 0, "sharpness": 0}, PI_CONTROLS)
-    high = camera_controls_for({"brightness": 100, "contrast": 200, "saturation": 200, "sharpness": 200}, PI_CONTROLS)
-    assert low == {"Brightness": -1.0, "Contrast": 0.0, "Saturation": 0.0, "Sharpness": 0.0}
-    assert high == {"Brightness": 1.0, "Contrast": 2.0, "Saturation": 2.0, "Sharpness": 16.0}
-    assert camera_controls_for({"brightness": 25, "sharpness": 150}, PI_CONTROLS) == {
-        "Brightness": 0.25, "Sharpness": 8.5}
-
-
-def test_controls_are_clamped_to_a_narrower_advertised_range():
-    narrow = {"Contrast": (0.5, 1.5, 1.0)}
-    assert camera_controls_for({"contrast": 200}, narrow) == {"Contrast": 1.5}
-    assert camera_controls_for({"contrast": 10}, narrow) == {"Contrast": 0.5}
-
-
-def test_controls_the_camera_does_not_advertise_are_left_to_the_pipeline():
-    # libcamera's virtual camera advertises only these two.
-    virtual = {"FaceDetectMode": (0, 1, 0), "FrameDurationLimits": (33333, 33333, 33333)}
-    assert camera_controls_for(NEUTRAL | {"brightness": 50}, virtual) == {}
-    assert hardware_control_names(virtual) == frozenset()
-    assert hardware_control_names(PI_CONTROLS) == {"brightness", "contrast", "saturation", "sharpness"}
 
 
 def test_a_sensor_timestamp_on_the_monotonic_clock_is_used_as_is():

@@ -210,11 +210,11 @@ def test_every_possible_request_on_the_control_interface_answers_or_stalls(tmp_p
 
 
 def test_advertised_bitmaps_map_back_to_exactly_the_answered_controls():
-    camera = r.bm_controls(r.WANTED_PROCESSING_CONTROLS, "camera", 3)
-    processing = r.bm_controls(r.WANTED_PROCESSING_CONTROLS, "processing", 2)
+    camera = r.bm_controls(r.WANTED_CONTROLS, "camera", 3)
+    processing = r.bm_controls(r.WANTED_CONTROLS, "processing", 2)
     assert camera == b"\x00\x00\x00"
     assert processing == bytes([0b00011011, 0])
-    assert r.controls_from_bitmaps(camera, processing) == r.WANTED_PROCESSING_CONTROLS
+    assert r.controls_from_bitmaps(camera, processing) == r.WANTED_CONTROLS
 
 
 def test_a_bitmap_advertising_a_control_we_do_not_answer_is_an_error():
@@ -231,3 +231,12 @@ def test_old_kernel_auto_exposure_bit_is_answered_with_auto_only():
     state, reply = r.handle_setup(device, state, packet("21 01 00 02 00 01 01 00"))
     state, effects = r.handle_data(device, state, b"\x01")  # manual: not supported
     assert state.error_code == r.ErrorCode.OUT_OF_RANGE and effects.changed == {}
+
+
+def test_setting_the_old_kernel_auto_exposure_mode_to_auto_changes_no_setting():
+    device = r.Device(formats=DEVICE.formats,
+                      controls=r.controls_from_bitmaps(b"\x02\x00\x00", b"\x01\x00"))
+    state, _ = r.handle_setup(device, r.initial_state(device, SETTINGS_VALUES),
+                              packet("21 01 00 02 00 01 01 00"))
+    state, effects = r.handle_data(device, state, b"\x02")
+    assert state.error_code == r.ErrorCode.NO_ERROR and effects.changed == {}

@@ -1,0 +1,170 @@
+"""The image controls: one row per control, read by every place that knows about them.
+
+A row says everything about one control: its Settings field (name, range, default), the value at
+which it leaves the picture alone, where a USB host finds it (UVC unit, selector, bmControls bit,
+wire size) and which libcamera control carries it on a Pi camera (and how a value maps there).
+
+Who reads the table:
+  settings.py              one Settings field per row (range and default from here)
+  adjust.py                software versions of the rows with software=True
+  uvc/requests.py          the UVC controls advertised and answered (rows with `uvc`)
+  uvc/device.py            the live values the host reads
+  sources/picamera2.py     libcamera controls for the rows with `libcamera`
+  web/views.py             one slider or choice per row on the settings page
+
+Adding a control is one row here plus the code that applies it: a `to_libcamera` mapping for a
+camera control, and/or a software version in adjust.py (software=True). Values are in the units
+the UVC control uses on the wire, so the host, the page and the API see the same numbers. Two rows
+may share one UVC control at different offsets (Pan/Tilt (Absolute) packs pan and tilt).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+CameraRange = tuple[Any, Any, Any]  # what libcamera advertises for a control: (min, max, default)
+
+
+@dataclass(frozen=True)
+class Uvc:
+    """Where a control sits in the UVC descriptors and requests (UVC 1.5 tables A-12, A-13)."""
+
+    unit: Literal["camera", "processing"]  # the camera terminal or the processing unit
+    selector: int
+    bit: int  # its bit in that entity's bmControls
+    size: int = 2  # bytes of this value on the wire
+    signed: bool = False
+    offset: int = 0  # where this value starts when several rows share one control
+    resolution: int = 1  # GET_RES: the step (for a mode bitmap, the supported modes)
+
+
+@dataclass(frozen=True)
+class ImageControl:
+    """One image control. Ranges and values are in the control's UVC units."""
+
+    name: str  # the Settings field; also the API and fleet-file key
+    label: str  # on the settings page
+    minimum: int
+    maximum: int
+    default: int
+    neutral: int  # the value at which the control leaves the picture as the camera gives it
+    uvc: Uvc | None = None
+    libcamera: str | None = None  # the libcamera control that carries it on a camera that has it
+    # Settings value and the camera's advertised (min, max, default) -> the libcamera value.
+    to_libcamera: Callable[[int, CameraRange], Any] | None = None
+    software: bool = False  # adjust.py applies it when the camera does not
+    choices: Mapping[int, str] | None = None  # only these values (mode-like controls), with labels
+    hint: str = ""
+
+    def accepts(self, value: int) -> bool:
+        if self.choices is not None:
+            return value in self.choices
+        return self.minimum <= value <= self.maximum
+
+    def allowed(self) -> str:
+        """What the control accepts, for error messages."""
+        if self.choices is not None:
+            return "one of " + ", ".join(f"{v} ({label})" for v, label in self.choices.items())
+        return f"allowed range {self.minimum}..{self.maximum}"
+
+
+# --- how Settings values map onto libcamera's ----------------------------------------------------
+
+def per_hundred(value: int, _camera: CameraRange) -> float:
+    """-100..100 -> -1..1, 0..200 -> 0..2 (100 is libcamera's neutral 1.0)."""
+    return value / 100.0
+
+
+def around_camera_default(value: int, camera: CameraRange) -> float:
+    """0..100..200 -> the camera's min..default..max (100 keeps the camera's own default)."""
+    lo, hi, default = camera
+    default = lo if default is None else default
+    if value <= 100:
+        return lo + (default - lo) * value / 100.0
+    return default + (hi - default) * (value - 100) / 100.0
+
+
+# --- the table -----------------------------------------------------------------------------------
+
+CONTROLS: tuple[ImageControl, ...] = (
+    ImageControl("brightness", "Brightness", -100, 100, 0, 0,
+                 Uvc("processing", 0x02, 0, signed=True), "Brightness", per_hundred, software=True),
+    ImageControl("contrast", "Contrast", 0, 200, 100, 100,
+                 Uvc("processing", 0x03, 1), "Contrast", per_hundred, software=True),
+    ImageControl("saturation", "Saturation", 0, 200, 100, 100,
+                 Uvc("processing", 0x07, 3), "Saturation", per_hundred, software=True),
+    ImageControl("sharpness", "Sharpness", 0, 200, 100, 100,
+                 Uvc("processing", 0x08, 4), "Sharpness", around_camera_default, software=True),
+)
+
+BY_NAME: dict[str, ImageControl] = {c.name: c for c in CONTROLS}
+NAMES: tuple[str, ...] = tuple(BY_NAME)
+NEUTRAL: dict[str, int] = {c.name: c.neutral for c in CONTROLS}
+
+
+def values_of(settings: Any) -> dict[str, int]:
+    """The image-control values of a Settings (as a source's set_controls() takes them)."""
+    return {name: getattr(settings, name) for name in NAMES}
+
+
+def libcamera_values(values: Mapping[str, int], advertised: Mapping[str, CameraRange]) -> dict[str, Any]:
+    """libcamera controls for `values` (Settings units), limited to the controls the camera
+    advertises (name -> (min, max, default)) and clamped to their ranges."""
+    out: dict[str, Any] = {}
+    for c in CONTROLS:
+        if c.name not in values or c.libcamera not in advertised or c.to_libcamera is None:
+            continue
+        camera = advertised[c.libcamera]
+        value = c.to_libcamera(values[c.name], camera)
+        lo, hi = camera[0], camera[1]
+        if isinstance(value, (int, float)) and lo is not None and hi is not None:
+            value = min(max(value, lo), hi)
+        out[c.libcamera] = value
+    return out
+
+
+def applied_by_camera(advertised: Mapping[str, CameraRange]) -> frozenset[str]:
+    """The controls a camera with these libcamera controls applies itself."""
+    return frozenset(c.name for c in CONTROLS if c.libcamera is not None and c.libcamera in advertised)
+
+
+def uvc_groups(controls: tuple[ImageControl, ...] = CONTROLS) -> dict[tuple[str, int], tuple[ImageControl, ...]]:
+    """The rows with a UVC place, grouped by (unit, selector): one group is one UVC control."""
+    groups: dict[tuple[str, int], list[ImageControl]] = {}
+    for c in controls:
+        if c.uvc is not None:
+            groups.setdefault((c.uvc.unit, c.uvc.selector), []).append(c)
+    return {key: tuple(sorted(rows, key=lambda c: c.uvc.offset if c.uvc else 0))
+            for key, rows in groups.items()}
+
+
+def check_table(controls: tuple[ImageControl, ...] = CONTROLS) -> None:
+    """Refuse a table a host could not use: duplicate names or bits, values that do not fit."""
+    names = [c.name for c in controls]
+    if len(set(names)) != len(names):
+        raise ValueError(f"image controls: duplicate names in {names}")
+    for c in controls:
+        if not (c.minimum <= c.default <= c.maximum and c.minimum <= c.neutral <= c.maximum):
+            raise ValueError(f"image control {c.name}: default/neutral outside {c.minimum}..{c.maximum}")
+        if c.choices is not None and not {c.default, c.neutral} <= set(c.choices):
+            raise ValueError(f"image control {c.name}: default/neutral not among its choices")
+        if c.uvc is not None:
+            bits = 8 * c.uvc.size
+            lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if c.uvc.signed else (0, (1 << bits) - 1)
+            if not lo <= c.minimum <= c.maximum <= hi:
+                raise ValueError(f"image control {c.name}: its range does not fit {c.uvc.size} byte(s)")
+    used_bits: set[tuple[str, int]] = set()
+    for (unit, selector), rows in uvc_groups(controls).items():
+        places = [row.uvc for row in rows if row.uvc is not None]
+        if len({u.bit for u in places}) != 1 or (unit, places[0].bit) in used_bits:
+            raise ValueError(f"image controls {[r.name for r in rows]}: {unit} selector {selector:#x} "
+                             "needs one bmControls bit of its own")
+        used_bits.add((unit, places[0].bit))
+        for a, b in zip(places, places[1:]):
+            if a.offset + a.size > b.offset:
+                raise ValueError(f"image controls {[r.name for r in rows]} overlap in one UVC control")
+
+
+check_table()
