@@ -280,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if args.command == "fleet":  # its own parser takes the rest (including --help)
         args.fleet_args = extra + args.fleet_args
+    elif args.command == "update" and args.update_command == "hawkbit":  # likewise
+        args.hawkbit_args = extra + args.hawkbit_args
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from appliance.memory import tune_allocator

@@ -10,7 +10,9 @@ Tables (all optional; an empty file is valid and means "defaults everywhere"):
   [ssh]       authorized_keys (SSH is off unless keys are given; password login is always off)
   [update]    signing_key, signing_cert, keyring: the update bundles' signing key and certificate
               (PEM files on the build machine, relative to the fleet file) and the certificates
-              devices trust (default: signing_cert); none: a development key, with a warning
+              devices trust (default: signing_cert); none: a development key, with a warning.
+              hawkbit_url, hawkbit_tenant, hawkbit_token: the rollout server devices poll
+              (hawkBit's DDI API: Eclipse hawkBit or goosebit); none: no polling
 
 The image carries the operator's file; a card may carry an override file with the same schema on
 its boot partition (/boot/firmware/blurcam.toml), merged key by key over the image's. `parse`, `load` and `effective` raise
@@ -217,6 +219,24 @@ class Update(_Table):
     signing_key: str | None = None
     signing_cert: str | None = None
     keyring: str | None = None
+    hawkbit_url: str | None = None  # http(s)://host[:port] of the rollout server
+    hawkbit_tenant: str = "DEFAULT"
+    hawkbit_token: str | None = None  # the devices' target token, if the server asks for one
+
+    @field_validator("hawkbit_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"https?://[A-Za-z0-9.\-\[\]:]+/?", value):
+            raise ValueError("must be the server's address like https://updates.example.com or "
+                             "http://10.0.0.5:60053 (scheme, host, optional port; no path)")
+        return value
+
+    @field_validator("hawkbit_tenant")
+    @classmethod
+    def _tenant(cls, value: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+            raise ValueError("must be 1-64 letters, digits, '_' or '-'")
+        return value
 
     @field_validator("signing_key", "signing_cert", "keyring")
     @classmethod

@@ -282,6 +282,9 @@ def build_parser(parser: argparse.ArgumentParser) -> None:
     sub.add_parser("status", help="which slot runs, which boots next, whether it is on trial (JSON)")
     sub.add_parser("confirm", help="judge a slot on trial: keep it if healthy, else go back (run at boot)")
     sub.add_parser("health", help="run the health check and print what is wrong, if anything")
+    hawkbit = sub.add_parser("hawkbit", add_help=False,
+                             help="poll the fleet's rollout server (hawkBit DDI) and install what it rolls out")
+    hawkbit.add_argument("hawkbit_args", nargs=argparse.REMAINDER)
     req = sub.add_parser("run-request", help="carry out the settings page's update request (run by systemd)")
     req.add_argument("spool", nargs="?", type=Path, default=SPOOL_DIR)
 
@@ -297,6 +300,9 @@ def main(args: argparse.Namespace) -> int:
                               "on_trial": not state.booted_good, "versions": state.versions}))
         elif args.update_command == "confirm":
             print(confirm())
+        elif args.update_command == "hawkbit":
+            from appliance.hawkbit import main as hawkbit_main
+            return hawkbit_main(args.hawkbit_args)
         elif args.update_command == "run-request":
             print(run_request(args.spool))
         elif args.update_command == "health":

@@ -178,3 +178,11 @@ def test_the_update_signing_key_and_certificate_go_together():
     assert "go together" in errors_of({"update": {"signing_key": "k.pem"}})["update"]
     assert "go together" in errors_of({"update": {"signing_cert": "c.pem"}})["update"]
     assert "unknown key" in errors_of({"update": {"key": "k.pem"}})["update.key"]
+
+
+def test_the_rollout_server_is_an_http_address_and_the_tenant_a_name():
+    update = fleet.parse({"update": {"hawkbit_url": "http://127.0.0.1:60053"}}).update
+    assert (update.hawkbit_url, update.hawkbit_tenant, update.hawkbit_token) == ("http://127.0.0.1:60053", "DEFAULT", None)
+    assert "scheme, host, optional port" in errors_of({"update": {"hawkbit_url": "ftp://x"}})["update.hawkbit_url"]
+    assert "no path" in errors_of({"update": {"hawkbit_url": "https://x.example/api"}})["update.hawkbit_url"]
+    assert "letters, digits" in errors_of({"update": {"hawkbit_tenant": "a b"}})["update.hawkbit_tenant"]
