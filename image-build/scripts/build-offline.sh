@@ -4,7 +4,8 @@
 # SD card layout of LAYOUT.md. For tests on machines that cannot reach the Raspberry Pi archive;
 # not meant to boot a real Pi (Debian has no Pi boot firmware in main), but it boots in QEMU's
 # virt machine with Debian's arm64 kernel.
-# usage: build-offline.sh FLEET_FILE OUT_DIR     -> OUT_DIR/blurcam-offline.img
+# usage: build-offline.sh FLEET_FILE OUT_DIR     -> OUT_DIR/blurcam-offline.img and the update
+#                                                  bundle of the same release, blurcam-offline.raucb
 source "$(dirname "$0")/common.sh"
 require_root "the offline build"
 fleet_file=$(realpath "${1:?usage: $0 FLEET_FILE OUT_DIR}")
@@ -20,13 +21,16 @@ work=$(mktemp -d "$CACHE_DIR/work.XXXXXX")
 trap 'remove_scratch "$work" "$CACHE_DIR/work."' EXIT
 payload=$work/payload
 bash "$IMAGE_BUILD_DIR/scripts/make-payload.sh" "$fleet_file" "$payload"
+# A/B updates (image-build/update/): RAUC's configuration, the fleet's keyring, the device side.
+bash "$IMAGE_BUILD_DIR/update/stage-update.sh" "$fleet_file" "$payload" "$CACHE_DIR"
 
 # The whole recipe (rootfs layers, payload, these scripts) keys the finished image: an unchanged
 # recipe reuses it. Wheels are zips with timestamps, so the blurcam wheel is keyed by its files.
 key=$( { echo "$tarball"
          (cd "$payload" && find . -type f ! -name 'blurcam-*.whl' -print0 | sort -z | xargs -0 sha256sum)
          unzip -p "$payload"/wheels/blurcam-*.whl | sha256sum
-         cat "$IMAGE_BUILD_DIR/genimage.cfg.in" "$IMAGE_BUILD_DIR"/boot-partition/* "$0"; } | sha256sum | cut -c1-16)
+         cat "$IMAGE_BUILD_DIR/genimage.cfg.in" "$IMAGE_BUILD_DIR"/boot-partition/* "$0"
+         cat "$IMAGE_BUILD_DIR"/update/uboot/* "$IMAGE_BUILD_DIR"/update/*.sh; } | sha256sum | cut -c1-16)
 cached=$CACHE_DIR/image-$key
 if [ -f "$cached/blurcam-offline.img" ]; then
   log "image: recipe unchanged, reusing $cached"
@@ -71,13 +75,17 @@ FSTAB
   cp -a "$payload" "$rootfs/tmp/blurcam-payload"
   in_rootfs "$rootfs" sh -c 'sh /tmp/blurcam-payload/install-appliance.sh /tmp/blurcam-payload &&
                              sh /tmp/blurcam-payload/configure-boot.sh /boot/firmware &&
+                             sh /tmp/blurcam-payload/update/install-update.sh /tmp/blurcam-payload/update offline &&
                              sh /tmp/blurcam-payload/read-only-root.sh'
+  sh "$IMAGE_BUILD_DIR/update/slot-boot-files.sh" "$rootfs/boot/firmware" A
   rm -rf "$rootfs/tmp/blurcam-payload" "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
 
   # p1: what an operator sees when the card is in a PC. p7 (the tree's /var/lib/blurcam, made
   # by read-only-root.sh) belongs to the pipeline's user, whose state directory it is.
   mkdir -p "$work/blurcam"
   cp "$IMAGE_BUILD_DIR"/boot-partition/* "$work/blurcam/"
+  # U-Boot's slot choice (image-build/update/): boot.scr and the slot state, A good, B empty.
+  bash "$IMAGE_BUILD_DIR/update/make-boot-files.sh" qemu "$work/blurcam" >/dev/null
   owner=$(awk -F: '$1 == "blurcam" { print $3 ":" $4 }' "$rootfs/etc/passwd")
   [ -n "$owner" ] || die "the image has no blurcam user"
 
@@ -91,9 +99,17 @@ FSTAB
     --inputpath "$work/image" --outputpath "$work/image" >&2
   mkdir -p "$cached.partial"
   mv "$work/image/blurcam.img" "$cached.partial/blurcam-offline.img"
+  # The update bundle of this very release: slot A's two filesystems, signed with the fleet's key.
+  read -r sign_key sign_cert _ < <(bash "$IMAGE_BUILD_DIR/update/signing-key.sh" "$fleet_file" "$CACHE_DIR" 2>/dev/null)
+  version=$(sed -n 's/^__version__ = "\(.*\)"/\1/p' "$PROJECT_DIR/appliance/__init__.py")+$key
+  log "bundle: blurcam-offline.raucb ($version)"
+  bash "$IMAGE_BUILD_DIR/update/make-bundle.sh" --rootfs "$work/image/rootA.ext4" --boot "$work/image/bootA.vfat" \
+    --compatible blurcam-qemu-arm64 --version "$version" --key "$sign_key" --cert "$sign_cert" \
+    --out "$cached.partial/blurcam-offline.raucb"
   mv "$cached.partial" "$cached"
 fi
 
 mkdir -p "$out"
 ln -f "$cached/blurcam-offline.img" "$out/blurcam-offline.img" 2>/dev/null || cp --sparse=always "$cached/blurcam-offline.img" "$out/"
+ln -f "$cached/blurcam-offline.raucb" "$out/blurcam-offline.raucb" 2>/dev/null || cp "$cached/blurcam-offline.raucb" "$out/"
 log "image: $out/blurcam-offline.img ($(du -h --apparent-size "$out/blurcam-offline.img" | cut -f1)) in $(( $(date +%s) - start )) s"

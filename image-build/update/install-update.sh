@@ -30,9 +30,11 @@ echo "/boot/firmware/bootslot.env 0x0000 0x4000" > /etc/fw_env.config
 
 say "blurcam-update-confirm.service: a slot on trial is kept only if healthy"
 say "blurcam-update-request.path: updates requested on the settings page"
+say "blurcam-hawkbit.service: rollouts from the fleet's server, when the fleet file names one"
+/opt/blurcam/venv/bin/pip install --no-index --no-cache-dir --no-deps "$P"/wheels/rauc_hawkbit-*.whl
 install -m 0644 "$P/device/blurcam-update-confirm.service" "$P/device/blurcam-update-request.path" \
-  "$P/device/blurcam-update-request.service" /usr/lib/systemd/system/
-systemctl enable blurcam-update-confirm.service blurcam-update-request.path
+  "$P/device/blurcam-update-request.service" "$P/device/blurcam-hawkbit.service" /usr/lib/systemd/system/
+systemctl enable blurcam-update-confirm.service blurcam-update-request.path blurcam-hawkbit.service
 # RAUC's own unit marks every boot good unconditionally, which would keep a broken update.
 if [ -e /usr/lib/systemd/system/rauc-mark-good.service ] || [ -e /lib/systemd/system/rauc-mark-good.service ]; then
   systemctl mask rauc-mark-good.service
