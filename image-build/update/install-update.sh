@@ -42,5 +42,9 @@ fi
 if [ "$variant" = offline ]; then
   # QEMU's virt machine has no USB device controller; the kernel's dummy_hcd gives the gadget
   # one to bind to, so the health check's "gadget bound" is real in the test VM.
+  # (Booted through U-Boot, the kernel arguments come from the slot, so this cannot be left to the
+  # test's command line.) uvcvideo stays off the looped-back host port: the pipeline must not take
+  # its own output for a camera.
   echo dummy_hcd > /etc/modules-load.d/blurcam-test-udc.conf
+  echo "blacklist uvcvideo" > /etc/modprobe.d/blurcam-test-udc.conf
 fi
