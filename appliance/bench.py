@@ -79,6 +79,7 @@ def bench_size(width: int, height: int, settings: Settings, frames: int, seconds
     try:
         samples: dict[str, list[float]] = {k: [] for k in STAGES[1:]}
         totals, cpu_totals = [], []
+        masks = []  # (frame, its mask) for the framing measurement
         for i in range(frames + 5):
             frame = clip.frames[i % len(clip)]
             c0 = time.thread_time()
@@ -87,12 +88,14 @@ def bench_size(width: int, height: int, settings: Settings, frames: int, seconds
             t = time.perf_counter()
             encoder.encode(result.yuv)
             result.timings["encode"] = (time.perf_counter() - t) * 1000
+            masks.append((frame, result.alpha_low))
             if i < 5:
                 continue  # warm-up: caches, the allocator's heap
             totals.append((time.perf_counter() - t0) * 1000)
             cpu_totals.append((time.thread_time() - c0) * 1000)
             for k in samples:
                 samples[k].append(result.timings.get(k, 0.0))
+        framing = framing_ms(masks, settings)
     finally:
         cv2.setNumThreads(-1)  # back to OpenCV's default
 
@@ -111,11 +114,30 @@ def bench_size(width: int, height: int, settings: Settings, frames: int, seconds
     return {"model": pipeline.model_key[0],
             "ms": {k: med[k] for k in STAGES}, "total_ms": total, "total_cpu_ms": cpu_total,
             "fps_single_thread": round(1000 / total, 1), "fps_threaded": round(fps_threaded, 1),
+            "framing": framing,
             "live": {"camera_fps": LIVE_FPS, "fps": round(live_fps, 1),
                      "latency_p50_ms": _round(live.latency_p50_ms), "latency_p95_ms": _round(live.latency_p95_ms),
                      "mask_age_frames": live.mask_age_frames,
                      "dropped_pct": round(100 * live.frames_dropped / offered, 1) if offered else 0.0,
                      "segment_workers": live.segment_workers}}
+
+
+def framing_ms(masks, settings: Settings) -> dict[str, float]:
+    """Auto-framing's cost in software (the virtual camera, and the crop of picture and mask),
+    median wall and CPU milliseconds per frame while zoomed in; off by default, so not part of
+    "total". The clip runs twice and only the second pass is timed: by then the camera has
+    zoomed in and crops every frame."""
+    pipeline = FramePipeline(settings.model_copy(update={"framing": "auto"}))
+    wall, cpu = [], []
+    for run in range(2):
+        for i, (frame, alpha) in enumerate(masks):
+            c, t = time.thread_time(), time.perf_counter()
+            framed, _ = pipeline.reframe(frame, alpha, at=(run * len(masks) + i) / LIVE_FPS)
+            if run and framed.view is not None and framed.view[2] < frame.width:
+                wall.append((time.perf_counter() - t) * 1000)
+                cpu.append((time.thread_time() - c) * 1000)
+    return {"ms": round(statistics.median(wall), 2) if wall else 0.0,
+            "cpu_ms": round(statistics.median(cpu), 2) if cpu else 0.0}
 
 
 def _round(v: float | None) -> float | None:
@@ -148,6 +170,9 @@ def format_table(report: dict) -> str:
         age = "-" if lv["mask_age_frames"] is None else f"{lv['mask_age_frames']} fr"
         lines.append(f"{size:>10} {lv['fps']:>6.1f} {_fmt(lv['latency_p50_ms']):>7} {_fmt(lv['latency_p95_ms']):>7}"
                      f" {age:>9} {lv['dropped_pct']:>7.1f}% {lv['segment_workers']:>8}")
+    lines.append("auto-framing in software (virtual camera + crop of picture and mask), per frame: "
+                 + ", ".join(f"{size} {r['framing']['ms']:.2f} ms ({r['framing']['cpu_ms']:.2f} cpu)"
+                             for size, r in report["sizes"].items()))
     lines.append(f"peak RSS {report['peak_rss_mb']} MB")
     return "\n".join(lines)
 

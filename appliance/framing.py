@@ -97,6 +97,7 @@ DEAD_ZONE_SIZE = 0.12
 # Mask blobs smaller than this fraction of the biggest one are ignored (stray detections).
 BLOB_KEEP = 0.3
 MIN_PERSON_AREA = 0.004  # of the view; below this nobody is there
+MAX_FIND_PIXELS = 20_000  # find_person works on masks at most this big
 LOST_AFTER_S = 2.0  # no person for this long: ease back out to the full frame
 SNAP_PX = 0.5  # closer than this to a held target, the camera stops exactly on it
 
@@ -107,6 +108,10 @@ def find_person(alpha: np.ndarray, view: Crop, threshold: float = 0.5) -> Person
     Small blobs are ignored. The box's width comes from the shoulders (the widest rows of the
     upper body), its top from the top of the head, so arms, hands and a desk do not pull it around.
     """
+    # Framing needs no finer grid than ~128 mask pixels across (10 px of a 720p frame, far inside
+    # the dead zone); halving a larger mask first makes this several times cheaper.
+    while alpha.size > MAX_FIND_PIXELS:
+        alpha = cv2.resize(alpha, (alpha.shape[1] // 2, alpha.shape[0] // 2), interpolation=cv2.INTER_AREA)
     mask = (alpha >= threshold).view(np.uint8)
     count, labels, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
         mask, 8, cv2.CV_16U, cv2.CCL_SPAGHETTI)
@@ -151,7 +156,10 @@ def _mean_column(mask: np.ndarray) -> float:
     return float(np.dot(np.arange(mask.shape[1]) + 0.5, counts)) / float(counts.sum())
 
 
-def target_crop(person: PersonBox, canvas: tuple[int, int], max_zoom: float) -> tuple[float, float, float]:
+Camera = tuple[float, float, float]  # a virtual camera position: centre x, centre y, crop width
+
+
+def target_crop(person: PersonBox, canvas: tuple[int, int], max_zoom: float) -> Camera:
     """The ideal crop for a person as (centre x, centre y, width), inside the canvas."""
     cw, ch = canvas
     width = min(cw, max(cw / max_zoom, person.shoulder_width / SHOULDERS_FRACTION,
@@ -162,7 +170,7 @@ def target_crop(person: PersonBox, canvas: tuple[int, int], max_zoom: float) -> 
     return _inside(cx, cy, width, canvas)
 
 
-def _inside(cx: float, cy: float, width: float, canvas: tuple[int, int]) -> tuple[float, float, float]:
+def _inside(cx: float, cy: float, width: float, canvas: tuple[int, int]) -> Camera:
     cw, ch = canvas
     height = width * ch / cw
     cx = min(max(cx, width / 2), cw - width / 2)
@@ -172,25 +180,26 @@ def _inside(cx: float, cy: float, width: float, canvas: tuple[int, int]) -> tupl
 
 class Framer:
     """The virtual camera. Call `update` once per frame with that frame's mask; it returns the
-    crop to show. Time comes in explicitly (seconds), so a recorded clip replays exactly."""
+    crop to show. Time comes in explicitly (seconds), so a recorded clip replays exactly.
+    (Positions are plain tuples of floats: three numbers do not need numpy's per-call cost.)"""
 
     def __init__(self, canvas: tuple[int, int], max_zoom: float = 2.0, speed: FramingSpeed = "normal"):
         self.canvas = canvas
         self.max_zoom = max_zoom
         self.motion = MOTIONS[speed]
-        self._pos = self._full()  # the camera: centre x, centre y, width (floats)
-        self._vel = np.zeros(3)
+        self._pos = self._full()  # where the camera is
+        self._vel: Camera = (0.0, 0.0, 0.0)
         self._held = self._full()  # the crop the camera rests on while the person stays put
         self._tracking = False  # following a moving person rather than resting on `_held`
-        self._goal = self._full()  # where the camera heads now
+        self._goal = self._full()  # where the camera heads while tracking
         self._outside_since: float | None = None  # when the person left the dead zone
         self._still_ref = self._full()  # while tracking: where the person has stayed put
         self._still_since = 0.0
         self._last_seen: float | None = None
         self._last_t: float | None = None
 
-    def _full(self) -> np.ndarray:
-        return np.array([self.canvas[0] / 2, self.canvas[1] / 2, float(self.canvas[0])])
+    def _full(self) -> Camera:
+        return self.canvas[0] / 2, self.canvas[1] / 2, float(self.canvas[0])
 
     def configure(self, max_zoom: float, speed: FramingSpeed) -> None:
         self.max_zoom, self.motion = max_zoom, MOTIONS[speed]
@@ -205,7 +214,7 @@ class Framer:
         person = find_person(alpha, view or self.full_frame) if alpha is not None else None
         if person is not None:
             self._last_seen = t
-            self._decide(np.array(target_crop(person, self.canvas, self.max_zoom)), t)
+            self._decide(target_crop(person, self.canvas, self.max_zoom), t)
         elif self._last_seen is None or t - self._last_seen >= LOST_AFTER_S:
             self._decide(self._full(), t)  # nobody there: ease back out to the whole picture
         # else: nobody in this frame, but only briefly (a missed mask): keep going as before
@@ -218,19 +227,22 @@ class Framer:
         """Frame a still picture: go straight to where the camera would come to rest for this
         mask (the whole picture if nobody is in it)."""
         person = find_person(alpha, view or self.full_frame)
-        target = self._full() if person is None else np.array(target_crop(person, self.canvas, self.max_zoom))
-        self._held = self._pos = np.array(_inside(*np.round(target), self.canvas))
-        self._vel, self._tracking, self._outside_since = np.zeros(3), False, None
+        target = self._full() if person is None else target_crop(person, self.canvas, self.max_zoom)
+        self._held = self._pos = self._whole_pixels(target)
+        self._vel, self._tracking, self._outside_since = (0.0, 0.0, 0.0), False, None
         return self.crop
 
-    # -- deciding where to go ------------------------------------------------------------------
-    def _outside_dead_zone(self, candidate: np.ndarray, ref: np.ndarray) -> bool:
-        aspect = self.canvas[1] / self.canvas[0]
-        return bool(abs(candidate[0] - ref[0]) > DEAD_ZONE_CENTRE * ref[2]
-                    or abs(candidate[1] - ref[1]) > DEAD_ZONE_CENTRE * ref[2] * aspect
-                    or abs(math.log(candidate[2] / ref[2])) > DEAD_ZONE_SIZE)
+    def _whole_pixels(self, camera: Camera) -> Camera:
+        return _inside(*(float(round(v)) for v in camera), self.canvas)
 
-    def _decide(self, candidate: np.ndarray, t: float) -> None:
+    # -- deciding where to go ------------------------------------------------------------------
+    def _outside_dead_zone(self, candidate: Camera, ref: Camera) -> bool:
+        aspect = self.canvas[1] / self.canvas[0]
+        return (abs(candidate[0] - ref[0]) > DEAD_ZONE_CENTRE * ref[2]
+                or abs(candidate[1] - ref[1]) > DEAD_ZONE_CENTRE * ref[2] * aspect
+                or abs(math.log(candidate[2] / ref[2])) > DEAD_ZONE_SIZE)
+
+    def _decide(self, candidate: Camera, t: float) -> None:
         m = self.motion
         if not self._tracking:
             if not self._outside_dead_zone(candidate, self._held):
@@ -246,35 +258,39 @@ class Framer:
             self._still_ref, self._still_since = candidate, t
         elif t - self._still_since >= m.settle_s:
             # The person has stopped: rest on this crop, on whole pixels, until they move again.
-            self._held = np.array(_inside(*np.round(candidate), self.canvas))
+            self._held = self._whole_pixels(candidate)
             self._tracking, self._outside_since = False, None
 
     # -- moving ----------------------------------------------------------------------------
-    def _move(self, goal: np.ndarray, dt: float) -> None:
+    def _move(self, goal: Camera, dt: float) -> None:
         m, cw = self.motion, self.canvas[0]
-        error = goal - self._pos
-        if not self._tracking and np.all(np.abs(error) < SNAP_PX):
-            self._pos, self._vel = goal.copy(), np.zeros(3)  # at rest, exactly on the held crop
+        error = [g - p for g, p in zip(goal, self._pos)]
+        if not self._tracking and all(abs(e) < SNAP_PX for e in error):
+            self._pos, self._vel = goal, (0.0, 0.0, 0.0)  # at rest, exactly on the held crop
             return
         if dt <= 0:
             return
-        wanted = np.clip(m.gain * error, -m.max_speed * cw, m.max_speed * cw)
-        self._vel = self._vel + np.clip(wanted - self._vel, -m.max_accel * cw * dt, m.max_accel * cw * dt)
-        move = self._vel * dt
-        # Velocity follows the remaining distance, so the approach slows down and never passes
-        # the goal; this only guards the last step against rounding.
-        move = np.where(np.abs(move) > np.abs(error), error, move)
-        self._pos = np.array(_inside(*(self._pos + move), self.canvas))
+        top_speed, top_change = m.max_speed * cw, m.max_accel * cw * dt
+        pos, vel = [], []
+        for p, v, e in zip(self._pos, self._vel, error):
+            wanted = min(max(m.gain * e, -top_speed), top_speed)
+            v += min(max(wanted - v, -top_change), top_change)
+            step = v * dt
+            # Velocity follows the remaining distance, so the approach slows down and never
+            # passes the goal; this only guards the last step against rounding.
+            pos.append(p + (e if abs(step) > abs(e) else step))
+            vel.append(v)
+        self._pos, self._vel = _inside(*pos, self.canvas), (vel[0], vel[1], vel[2])
 
     @property
     def crop(self) -> Crop:
         """The current crop in whole, even pixels (I420 chroma needs even offsets and sizes)."""
         cw, ch = self.canvas
         cx, cy, width = self._pos
-        w = min(cw, max(2, int(round(width / 2)) * 2))
-        h = min(ch, max(2, int(round(w * ch / cw / 2)) * 2))
-        x = min(max(0, int(round((cx - w / 2) / 2)) * 2), cw - w)
-        y = min(max(0, int(round((cy - h / 2) / 2)) * 2), ch - h)
+        w = min(cw, max(2, round(width / 2) * 2))
+        h = min(ch, max(2, round(w * ch / cw / 2) * 2))
+        x = min(max(0, round((cx - w / 2) / 2) * 2), cw - w)
+        y = min(max(0, round((cy - h / 2) / 2) * 2), ch - h)
         return Crop(x, y, w, h)
 
 

@@ -21,6 +21,7 @@ def test_bench_json_reports_every_stage_fps_live_figures_and_peak_rss_per_size()
         assert all(v > 0 for v in numbers["ms"].values())
         assert numbers["total_ms"] > 0 and numbers["total_cpu_ms"] > 0
         assert numbers["fps_threaded"] > 0
+        assert numbers["framing"]["ms"] > 0 and numbers["framing"]["cpu_ms"] > 0
         live = numbers["live"]
         assert 0 < live["fps"] <= live["camera_fps"] * 1.1
         assert 0 < live["latency_p50_ms"] <= live["latency_p95_ms"]
