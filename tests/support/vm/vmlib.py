@@ -197,7 +197,9 @@ def run_vm(script: Path, run_dir: Path, timeout: float = 900, memory_mb: int = 2
     vmlinuz, modules_dir, version = prepare_kernel()
     initramfs = build_initramfs(modules_dir, version)
     run_dir.mkdir(parents=True, exist_ok=True)
-    cmdline = (f"console=ttyS0 panic=-1 quiet loglevel=4 "
+    # no_timer_check: under TCG on a busy host the kernel may wrongly find the IO-APIC timer
+    # broken and panic at boot ("IO-APIC + timer doesn't work!").
+    cmdline = (f"console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check "
                f"blurcam_script={script} blurcam_run={run_dir}")
     cmd = ["qemu-system-x86_64", "-machine", "pc", "-cpu", "max", "-m", str(memory_mb),
            "-smp", str(cpus), "-uuid", VM_UUID, "-nographic", "-no-reboot", "-nic", "none",
