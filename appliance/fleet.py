@@ -4,7 +4,8 @@ Tables (all optional; an empty file is valid and means "defaults everywhere"):
   [settings]  defaults for the user-changeable settings (appliance.settings fields)
   [usb]       the USB identity the host sees: vendor_id, product_id, manufacturer, product,
               serial_number (normally left out: each device then uses its own board serial)
-  [web]       admin_password_hash (make one with `blurcam fleet hash-password`)
+  [web]       admin_password_hash (make one with `blurcam fleet hash-password`), metrics_token
+              (a bearer token for /metrics only)
   [device]    hostname_pattern, e.g. "blurcam-{serial6}"
   [wifi]      country, ssid, psk, hidden
   [ssh]       authorized_keys (SSH is off unless keys are given; password login is always off)
@@ -46,6 +47,7 @@ HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 PASSWORD_HASH = re.compile(
     r"^(scrypt:\d+:\d+:\d+\$[A-Za-z0-9]+\$[0-9a-f]{128}"
     r"|pbkdf2:sha(256|512):\d+\$[A-Za-z0-9]+\$[0-9a-f]{64,128})$")
+METRICS_TOKEN = re.compile(r"[A-Za-z0-9._-]{32,256}")
 SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384",
                  "ecdsa-sha2-nistp521", "sk-ssh-ed25519@openssh.com",
                  "sk-ecdsa-sha2-nistp256@openssh.com")
@@ -108,6 +110,16 @@ class Usb(_Table):
 
 class Web(_Table):
     admin_password_hash: str | None = None
+    # Lets a monitoring server read /metrics (and nothing else) without the admin password.
+    metrics_token: str | None = None
+
+    @field_validator("metrics_token")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        if value is not None and not METRICS_TOKEN.fullmatch(value):
+            raise ValueError("must be 32 to 256 letters, digits, '-', '_' or '.' (make one with "
+                             "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`)")
+        return value
 
     @field_validator("admin_password_hash")
     @classmethod
@@ -117,6 +129,23 @@ class Web(_Table):
                              "the password itself here: make the hash with "
                              "`blurcam fleet hash-password`")
         return value
+
+
+def web_table(path: Path | None) -> Web:
+    """The validated [web] table of a fleet file (defaults when there is no file). Only this
+    table: the settings page does not depend on the rest of the file being right."""
+    if path is None or not Path(path).exists():
+        return Web()
+    table = read_toml(path).get("web", {})
+    try:
+        return Web.model_validate(table)
+    except ValidationError as exc:
+        errors = {}
+        for err in exc.errors():
+            name = f"{path}: [web] {_field_name(err['loc'])}".rstrip()
+            errors[name] = (f"unknown key (allowed: {', '.join(Web.model_fields)})"
+                            if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, "))
+        raise FleetError(errors) from None
 
 
 def render_hostname(pattern: str, serial: str) -> str:
@@ -417,6 +446,7 @@ def describe(fleet: Fleet) -> str:
             f"{fleet.usb.manufacturer!r} {fleet.usb.product!r}; {wifi}; "
             f"SSH {'on with %d key(s)' % keys if keys else 'off'}; "
             f"web admin password {'set' if fleet.web.admin_password_hash else 'NOT set'}; "
+            f"metrics token {'set' if fleet.web.metrics_token else 'not set'}; "
             f"{len(fleet.settings)} setting default(s)")
 
 

@@ -16,10 +16,11 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from werkzeug.exceptions import HTTPException
 
+from appliance import fleet
 from appliance.control import ControlClient
 from appliance.storage import StorageError, remove_stale_temp_files, write_atomically
 
-from . import api, auth, network, update, views
+from . import api, auth, metrics, network, update, views
 from . import backgrounds, presets  # noqa: F401  (they add their routes to api.bp)
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ def create_app(config: dict[str, Any]) -> Flask:
         WTF_CSRF_SSL_STRICT=False,
         WTF_CSRF_HEADERS=["X-CSRF-Token"],
         PUBLIC_ENDPOINTS={"static", "auth.login_page", "auth.login_form", "api.login"},
+        TOKEN_ENDPOINTS={"metrics.metrics"},  # a login session or the fleet's metrics token
         SEND_FILE_MAX_AGE_DEFAULT=3600,
     )
     app.config.update({k: v for k, v in config.items() if k.isupper()})
@@ -101,6 +103,7 @@ def create_app(config: dict[str, Any]) -> Flask:
         state_dir, config.get("FLEET_FILE"), config.get("ADMIN_PASSWORD"))
     app.extensions["blurcam.sessions"] = auth.SessionRegistry(
         app.config["PERMANENT_SESSION_LIFETIME"].total_seconds())
+    app.extensions["blurcam.metrics_token"] = fleet.web_table(config.get("FLEET_FILE")).metrics_token
     app.extensions["blurcam.network"] = config.get("NETWORK") or network.DeviceNetwork(
         config.get("ALLOWED_HOSTS", ()))
     app.extensions["blurcam.throttle"] = config.get("LOGIN_THROTTLE") or auth.LoginThrottle(
@@ -117,6 +120,7 @@ def create_app(config: dict[str, Any]) -> Flask:
     app.register_blueprint(views.bp)
     app.register_blueprint(api.bp, url_prefix="/api")
     app.register_blueprint(update.bp, url_prefix="/api/update")
+    app.register_blueprint(metrics.bp)
     csrf.exempt(api.login)  # JSON-only (a cross-site form cannot send it); issues the token
 
     app.after_request(_security_headers)

@@ -18,7 +18,6 @@ import os
 import secrets
 import threading
 import time
-import tomllib
 from pathlib import Path
 from typing import Callable
 
@@ -27,6 +26,7 @@ from flask import (Blueprint, current_app, flash, g, jsonify, redirect, render_t
 from flask_wtf.csrf import generate_csrf
 from werkzeug.security import check_password_hash, generate_password_hash
 
+from appliance import fleet
 from appliance.storage import StorageError, write_atomically
 
 log = logging.getLogger(__name__)
@@ -51,23 +51,6 @@ class PasswordError(ValueError):
 def generate_password() -> str:
     """Four groups of four characters: about 79 bits, easy to type."""
     return "-".join("".join(secrets.choice(_ALPHABET) for _ in range(4)) for _ in range(4))
-
-
-def read_fleet_password_hash(fleet_file: Path | None) -> str | None:
-    """The `[web] admin_password_hash` of the fleet file, if any (a bad value is an error)."""
-    if fleet_file is None or not Path(fleet_file).exists():
-        return None
-    try:
-        table = tomllib.loads(Path(fleet_file).read_text()).get("web", {})
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{fleet_file}: not valid TOML ({exc})") from None
-    value = table.get("admin_password_hash") if isinstance(table, dict) else None
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value.startswith(_HASH_PREFIXES):
-        raise ValueError(f"{fleet_file}: [web] admin_password_hash must be a hash made by "
-                         "werkzeug.security.generate_password_hash (starting 'scrypt:')")
-    return value
 
 
 def set_new_password(state_dir: Path) -> str:
@@ -104,7 +87,7 @@ class PasswordStore:
         stored = self._read_stored_hash()
         if stored is not None:
             self._hash = stored
-        elif (fleet_hash := read_fleet_password_hash(self._fleet_file)) is not None:
+        elif (fleet_hash := fleet.web_table(self._fleet_file).admin_password_hash) is not None:
             self._hash = fleet_hash
         else:
             password = generate_password()
@@ -348,12 +331,26 @@ def end_session() -> None:
     g.pop("csrf_token", None)
 
 
+def bearer_token_ok() -> bool:
+    """Whether the request carries the fleet file's `[web] metrics_token` as a bearer token."""
+    token = current_app.extensions["blurcam.metrics_token"]
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    return bool(token) and scheme.lower() == "bearer" and hmac.compare_digest(
+        given.strip().encode(), token.encode())
+
+
 def login_required_everywhere() -> object | None:
-    """before_request hook: only the login page, its assets and the login API are public."""
+    """before_request hook: only the login page, its assets and the login API are public;
+    TOKEN_ENDPOINTS (/metrics) also take the read-only bearer token."""
     if passwords().reload_if_replaced():
         end_all_sessions()
     if request.endpoint in current_app.config["PUBLIC_ENDPOINTS"] or is_logged_in():
         return None
+    if request.endpoint in current_app.config["TOKEN_ENDPOINTS"]:
+        if bearer_token_ok():
+            return None
+        return ("log in, or send Authorization: Bearer with the fleet file's [web] metrics_token\n",
+                401, {"WWW-Authenticate": 'Bearer realm="blurcam"', "Content-Type": "text/plain"})
     if request.path.startswith("/api/"):
         return jsonify(error="not logged in", errors={"session": "log in with POST /api/login"}), 401
     return redirect(url_for("auth.login_page", next=request.full_path if request.args else request.path))

@@ -32,6 +32,8 @@ def test_nothing_but_the_login_page_and_its_assets_is_reachable_without_logging_
         if path.startswith("/api/"):
             assert response.status_code == 401, (method, path)
             assert response.json["error"] == "not logged in"
+        elif path == "/metrics":  # for monitoring: a bearer token or a login, never a page
+            assert response.status_code == 401 and "Bearer" in response.headers["WWW-Authenticate"]
         else:
             assert response.status_code == 302, (method, path)
             assert response.headers["Location"].startswith("/login")
@@ -190,7 +192,7 @@ def test_the_fleet_file_can_set_the_password_hash(tmp_path, daemon):
 def test_a_fleet_password_that_is_not_a_hash_is_a_clear_error(tmp_path, daemon):
     fleet = tmp_path / "fleet.toml"
     fleet.write_text('[web]\nadmin_password_hash = "hunter2"\n')
-    with pytest.raises(ValueError, match=r"\[web\] admin_password_hash must be a hash"):
+    with pytest.raises(ValueError, match=r"\[web\] admin_password_hash: is not a werkzeug password hash"):
         create_app({"STATE_DIR": tmp_path / "web", "CONTROL_SOCKET": daemon.path, "FLEET_FILE": fleet})
 
 
