@@ -2,9 +2,13 @@
 
 One thread polls the node: UVC events (setup/data requests from the host, stream on/off,
 connect/disconnect) arrive as POLLPRI, finished output buffers as POLLOUT. Requests are answered
-by the pure functions in requests.py. While the host streams, a second thread takes encoded frames
-from the daemon's FrameSlot and queues them into mmap'ed output buffers (latest frame wins; a
-slow host skips frames, nothing piles up).
+by the pure functions in requests.py. That thread never waits for the camera or the model: a host
+gives a device 500 ms to answer a class request (USB 2.0 section 9.2.6.4), and one that gives up
+reads every later answer shifted by one. So each stream gets a feeder thread that starts the
+pipeline, takes encoded frames from the daemon's FrameSlot, queues them into mmap'ed output buffers
+(latest frame wins; a slow host skips frames, nothing piles up) and stops the pipeline again; a
+stream's feeder first waits for the previous one, so starts and stops reach the daemon in order.
+When the gadget is unbound (its video node goes away) the server waits for a node to come back.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ log = logging.getLogger(__name__)
 
 V4L2_CLASS = Path("/sys/class/video4linux")
 NUM_BUFFERS = 4
+NODE_RETRY_S = 1.0  # how often to look for the video node again after the gadget was unbound
 DUMP_DIR_ENV = "BLURCAM_UVC_DUMP_DIR"  # debug: also write every queued frame to this directory
 DUMP_MAX_ENV = "BLURCAM_UVC_DUMP_MAX"  # at most this many per stream (default 30)
 
@@ -83,6 +88,7 @@ class _Stream:
         self.stopping = threading.Event()
         self.feeder: threading.Thread | None = None
         self.slot: FrameSlot | None = None
+        self.previous: threading.Thread | None = None  # the last stream's feeder, maybe still stopping
 
 
 class UvcServer:
@@ -101,12 +107,14 @@ class UvcServer:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._stream: _Stream | None = None
+        self._last_feeder: threading.Thread | None = None
         self.device: requests.Device | None = None
         self._state: requests.State | None = None
         self._stats: dict[str, Any] = {
             "connected": False, "speed": None, "streaming": False, "committed": None,
             "frames_queued": 0, "frames_skipped": 0, "frames_too_big": 0, "requests": 0,
-            "stalls": 0, "controls_set": 0, "streams": 0, "disconnects": 0, "last_error": None}
+            "stalls": 0, "controls_set": 0, "streams": 0, "disconnects": 0, "node_lost": 0,
+            "last_error": None}
 
     # --- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -115,6 +123,15 @@ class UvcServer:
             if found is None or found[0] != self.node_path:
                 raise RuntimeError(f"{self.node_path}: no bound configfs UVC function owns this node")
             self.function_dir = found[1]
+        self._open_node()
+        self._wake_r, self._wake_w = os.pipe()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="uvc-events", daemon=True)
+        self._thread.start()
+
+    def _open_node(self) -> None:
+        """Open the video node, read what the gadget advertises and subscribe to its events."""
+        assert self.function_dir is not None
         self.device = read_device(self.function_dir)
         self._state = requests.initial_state(self.device, self.backend.image_controls())
         self._fd = os.open(self.node_path, os.O_RDWR | os.O_NONBLOCK)
@@ -125,13 +142,32 @@ class UvcServer:
             os.close(self._fd)
             self._fd = -1
             raise
-        self._wake_r, self._wake_w = os.pipe()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._loop, name="uvc-events", daemon=True)
-        self._thread.start()
         log.info("UVC: serving %s (%s): %s", self.node_path, self.function_dir,
                  "; ".join(f"{f.encoding} " + ",".join(fr.size for fr in f.frames)
                            for f in self.device.formats))
+
+    def _lose_node(self, why: str) -> None:
+        """The video node is gone (the gadget was unbound or rebuilt): drop it and its stream."""
+        self._stats["node_lost"] += 1
+        self._stats["last_error"] = f"video node lost: {why}"
+        self._stop_streaming("video node gone")
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+        if self._stats["connected"]:
+            self._stats["connected"] = False
+            self.backend.set_host_state(False, None)
+        log.warning("UVC: %s is gone (%s); waiting for the gadget to come back", self.node_path, why)
+
+    def _find_node_again(self) -> None:
+        found = find_uvc_function()
+        if found is None:
+            return
+        self.node_path, self.function_dir = found[0], found[1]
+        try:
+            self._open_node()
+        except (OSError, ValueError) as exc:  # half-built gadget: try again later
+            log.warning("UVC: cannot serve %s yet: %s", self.node_path, exc)
 
     def stop(self) -> None:
         self._stop.set()
@@ -141,6 +177,8 @@ class UvcServer:
             self._thread.join(10)
             self._thread = None
         self._stop_streaming("shutdown")
+        if self._last_feeder is not None:
+            self._last_feeder.join(10)  # the pipeline is stopped before the daemon goes on closing
         for fd in (self._fd, self._wake_r, self._wake_w):
             if fd >= 0:
                 os.close(fd)
@@ -157,6 +195,11 @@ class UvcServer:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         while not self._stop.is_set():
+            if self._fd < 0:
+                if select.select([self._wake_r], [], [], NODE_RETRY_S)[0]:
+                    break
+                self._find_node_again()
+                continue
             # POLLOUT only while streaming: an idle vb2 queue reports POLLERR, i.e. always ready.
             mask = select.POLLPRI | (select.POLLOUT if self._stream else 0)
             poller.register(self._fd, mask)
@@ -172,10 +215,19 @@ class UvcServer:
                     self._drain_events()
                 if self._stream and revents & (select.POLLOUT | select.POLLERR):
                     self._reclaim_buffers()
+            except OSError as exc:
+                if exc.errno == errno.ENODEV:
+                    poller.unregister(self._fd)
+                    self._lose_node(exc.strerror)
+                    continue
+                self._log_node_error(exc)
             except Exception as exc:  # one bad event must not end the webcam
-                log.exception("UVC: error handling the video node")
-                self._stats["last_error"] = repr(exc)
-                time.sleep(0.05)
+                self._log_node_error(exc)
+
+    def _log_node_error(self, exc: Exception) -> None:
+        log.exception("UVC: error handling the video node")
+        self._stats["last_error"] = repr(exc)
+        time.sleep(0.05)
 
     def _drain_events(self) -> None:
         event = k.v4l2_event()
@@ -263,13 +315,19 @@ class UvcServer:
             self._stats["last_error"] = f"stream start: {exc}"
             self._release_buffers(stream)
             return
-        self._stream = stream
-        self._stats.update(streaming=True, committed=str(fmt))
-        self._stats["streams"] += 1
-        self.backend.set_host_state(True, fmt)
-        stream.feeder = threading.Thread(target=self._feed, args=(stream,), name="uvc-feed", daemon=True)
-        stream.feeder.start()
+        self._begin(stream)
         log.info("UVC: streaming %s", fmt)
+
+    def _begin(self, stream: _Stream) -> None:
+        """Make `stream` the current one; its feeder starts the pipeline once the last stopped."""
+        self._stream = stream
+        self._stats.update(streaming=True, committed=str(stream.fmt))
+        self._stats["streams"] += 1
+        self.backend.set_host_state(True, stream.fmt)
+        stream.previous = self._last_feeder
+        stream.feeder = threading.Thread(target=self._feed, args=(stream,), name="uvc-feed", daemon=True)
+        self._last_feeder = stream.feeder
+        stream.feeder.start()
 
     def _setup_buffers(self, stream: _Stream) -> None:
         fmt = k.v4l2_format(type=k.V4L2_BUF_TYPE_VIDEO_OUTPUT)
@@ -299,6 +357,8 @@ class UvcServer:
         for m in stream.buffers:
             m.close()
         stream.buffers.clear()
+        if self._fd < 0:
+            return
         req = k.v4l2_requestbuffers(count=0, type=k.V4L2_BUF_TYPE_VIDEO_OUTPUT,
                                     memory=k.V4L2_MEMORY_MMAP)
         try:
@@ -307,20 +367,19 @@ class UvcServer:
             log.warning("UVC: freeing buffers: %s", exc)
 
     def _stop_streaming(self, why: str) -> None:
+        """End the current stream without waiting for the pipeline: the feeder stops that."""
         stream, self._stream = self._stream, None
         if stream is None:
             return
-        stream.stopping.set()
-        with stream.cond:
+        with stream.cond:  # the feeder touches the buffers only under this lock
+            stream.stopping.set()
             stream.cond.notify_all()
-        if stream.feeder is not None:
-            stream.feeder.join()  # it may still be inside backend.start_stream()
-        try:
-            k.ioctl(self._fd, k.VIDIOC_STREAMOFF, ctypes.c_int(k.V4L2_BUF_TYPE_VIDEO_OUTPUT))
-        except OSError as exc:
-            log.warning("UVC: STREAMOFF: %s", exc)
-        self._release_buffers(stream)
-        self.backend.stop_stream()
+            if self._fd >= 0:  # else the node is gone, and its queue with it
+                try:
+                    k.ioctl(self._fd, k.VIDIOC_STREAMOFF, ctypes.c_int(k.V4L2_BUF_TYPE_VIDEO_OUTPUT))
+                except OSError as exc:
+                    log.warning("UVC: STREAMOFF: %s", exc)
+            self._release_buffers(stream)
         self.backend.set_host_state(self._stats["connected"], None)
         self._stats["streaming"] = False
         log.info("UVC: stream %s stopped (%s)", stream.fmt, why)
@@ -342,12 +401,22 @@ class UvcServer:
                 stream.cond.notify_all()
 
     def _feed(self, stream: _Stream) -> None:
-        try:
-            stream.slot = self.backend.start_stream(stream.fmt)
-        except Exception as exc:
-            log.error("UVC: the pipeline did not start for %s: %s", stream.fmt, exc)
-            self._stats["last_error"] = f"pipeline: {exc}"
-            return
+        """The pipeline's side of one stream: start it, feed the host, stop it."""
+        if stream.previous is not None:
+            stream.previous.join()  # its stop_stream() must not land after our start_stream()
+        if not stream.stopping.is_set():  # else stopped before it began: no camera at all
+            try:
+                stream.slot = self.backend.start_stream(stream.fmt)
+            except Exception as exc:
+                log.error("UVC: the pipeline did not start for %s: %s", stream.fmt, exc)
+                self._stats["last_error"] = f"pipeline: {exc}"
+                stream.stopping.wait()
+            else:
+                self._queue_frames(stream)
+        self.backend.stop_stream()
+
+    def _queue_frames(self, stream: _Stream) -> None:
+        assert stream.slot is not None
         dump = _FrameDump(self.dump_dir, stream.fmt, self.dump_max) if self.dump_dir else None
         seq = 0
         while not stream.stopping.is_set():

@@ -1,0 +1,96 @@
+"""The UVC server's stream handling: the event thread never waits for the pipeline, and the
+pipeline's starts and stops still reach the daemon in the order the host asked for them.
+
+The server runs without a video node here (its ioctls fail and are logged); what is checked is
+the order and timing of its calls into the daemon. The VM test (test_uvc_in_vm.py) measures the
+same thing from a real host through the real gadget.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from appliance.stream import FrameSlot, StreamFormat
+from appliance.uvc.backend import UvcBackend
+from appliance.uvc.device import UvcServer, _Stream
+from tests.support.protocols import assert_implements
+
+MJPEG_720P = StreamFormat("mjpeg", 1280, 720, 30)
+YUYV_480P = StreamFormat("yuyv", 640, 480, 30)
+
+
+class SlowStartingDaemon:
+    """A daemon whose camera takes `start_seconds` to start, recording every call it gets."""
+
+    def __init__(self, start_seconds: float):
+        self.start_seconds = start_seconds
+        self.calls: list[tuple] = []
+        self.lock = threading.Lock()
+
+    def _record(self, *call) -> None:
+        with self.lock:
+            self.calls.append(call)
+
+    def start_stream(self, fmt: StreamFormat) -> FrameSlot:
+        self._record("start", str(fmt))
+        time.sleep(self.start_seconds)
+        self._record("started", str(fmt))
+        return FrameSlot()
+
+    def stop_stream(self) -> None:
+        self._record("stop")
+
+    def image_controls(self) -> dict[str, int]:
+        return {}
+
+    def set_image_controls(self, changes: dict[str, int]) -> None:
+        pass
+
+    def set_host_state(self, connected: bool, streaming: StreamFormat | None) -> None:
+        pass
+
+
+def test_the_test_daemon_speaks_the_uvc_backend_protocol():
+    assert_implements(SlowStartingDaemon, UvcBackend)
+
+
+def server_for(daemon: SlowStartingDaemon, tmp_path) -> UvcServer:
+    return UvcServer(daemon, "/dev/no-such-video-node", function_dir=tmp_path)
+
+
+def test_a_stop_while_the_camera_is_still_starting_returns_at_once(tmp_path):
+    daemon = SlowStartingDaemon(start_seconds=1.5)
+    server = server_for(daemon, tmp_path)
+    server._begin(_Stream(MJPEG_720P, 1 << 20))
+    time.sleep(0.1)  # the feeder is now inside start_stream()
+    began = time.monotonic()
+    server._stop_streaming("host stopped streaming")
+    assert time.monotonic() - began < 0.2  # the host's next request is answered meanwhile
+    server._last_feeder.join(5)
+    assert daemon.calls == [("start", "MJPEG 1280x720@30"), ("started", "MJPEG 1280x720@30"), ("stop",)]
+
+
+def test_quick_start_stop_cycles_reach_the_daemon_in_order_and_end_stopped(tmp_path):
+    daemon = SlowStartingDaemon(start_seconds=0.5)
+    server = server_for(daemon, tmp_path)
+    began = time.monotonic()
+    for fmt in (MJPEG_720P, YUYV_480P, MJPEG_720P):
+        server._begin(_Stream(fmt, 1 << 20))
+        time.sleep(0.05)
+        server._stop_streaming("host stopped streaming")
+    assert time.monotonic() - began < 0.5
+    server._begin(_Stream(YUYV_480P, 1 << 20))  # the stream the host keeps
+    server._last_feeder.join(0.1)
+    time.sleep(2.5)
+    calls = daemon.calls
+    # Never a stop overtaking a start: every start is followed by its own stop, and the last
+    # stream is the one running.
+    assert calls[0] == ("start", "MJPEG 1280x720@30")
+    starts = [i for i, c in enumerate(calls) if c[0] == "start"]
+    for i in starts[:-1]:
+        assert calls[i + 1][0] == "started" and calls[i + 2] == ("stop",), calls
+    assert calls[-2:] == [("start", "YUYV 640x480@30"), ("started", "YUYV 640x480@30")], calls
+    server._stop_streaming("host stopped streaming")
+    server._last_feeder.join(5)
+    assert daemon.calls[-1] == ("stop",)
