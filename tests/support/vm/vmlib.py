@@ -9,6 +9,7 @@ TCG only: KVM is not available (or not reliable) on the build machines.
 
 from __future__ import annotations
 
+import hashlib
 import lzma
 import os
 import shutil
@@ -29,6 +30,7 @@ HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-stati
               "cpio": "cpio", "dpkg-deb": "dpkg", "apt-get": "apt"}
 
 
+DEBIAN_VERSION_FILE = "blurcam-debian-version"  # written beside the unpacked kernel
 VM_UUID = "6b1c3d2e-0b1a-4c55-9d77-b1c3a4f5e6d7"  # a fixed DMI id: a stable USB serial in the VM
 
 
@@ -124,13 +126,33 @@ def prepare_kernel(suite: str = SUITE, cache: Path = CACHE) -> tuple[Path, Path,
         unpacked = base / package
         shutil.rmtree(unpacked, ignore_errors=True)
         _run(["dpkg-deb", "-x", str(deb), str(unpacked)])
+        deb_version = _run(["dpkg-deb", "-f", str(deb), "Version"]).strip()
     modules_root = _modules_root(unpacked)
     version = next(modules_root.iterdir()).name
     if not (unpacked / "lib").exists():
         (unpacked / "lib").symlink_to("usr/lib")  # depmod -b looks in BASE/lib/modules
     # The package ships no modules.dep (the postinst makes it); make it here.
     _run(["depmod", "-b", str(unpacked), version])
+    (unpacked / DEBIAN_VERSION_FILE).write_text(deb_version + "\n")
     return unpacked / "boot" / f"vmlinuz-{version}", modules_root / version, version
+
+
+def debian_version(vmlinuz: Path, suite: str = SUITE, cache: Path = CACHE) -> str:
+    """The Debian package version of the kernel `prepare_kernel` gave (e.g. 6.1.192-2): the
+    version its source and headers packages must have for a module built against it."""
+    unpacked = vmlinuz.parent.parent
+    recorded = unpacked / DEBIAN_VERSION_FILE
+    if recorded.exists():
+        return recorded.read_text().strip()
+    # A kernel cached before the version was recorded: ask apt about its package.
+    package = unpacked.name
+    out = _run(["apt-cache", *_apt_options(suite, cache), "show", "--no-all-versions", package])
+    version = next((line.split(":", 1)[1].strip() for line in out.splitlines()
+                    if line.startswith("Version:")), None)
+    if version is None:
+        raise VmError(f"apt knows no version of {package} (the cached kernel in {unpacked})")
+    recorded.write_text(version + "\n")
+    return version
 
 
 def _module_closure(modules_dir: Path, wanted: tuple[str, ...]) -> list[str]:
@@ -152,12 +174,33 @@ def _module_closure(modules_dir: Path, wanted: tuple[str, ...]) -> list[str]:
     return sorted(out)
 
 
-def build_initramfs(modules_dir: Path, version: str, cache: Path = CACHE) -> Path:
-    """busybox + /init + the test's kernel modules, as an uncompressed newc cpio archive."""
-    out = cache / f"initramfs-{version}-{len(MODULES)}.cpio"
+def module_dependencies(module: Path) -> list[str]:
+    """The kernel modules an out-of-tree module needs loaded first (its modinfo `depends`)."""
+    return [name for name in _run(["modinfo", "-F", "depends", str(module)]).strip().split(",") if name]
+
+
+def load_order(modules: tuple[str, ...], extra_modules: tuple[Path, ...]) -> tuple[str, ...]:
+    """What /init loads, in order: `modules`, then each extra module after what it needs."""
+    order = list(modules)
+    for ko in extra_modules:
+        order += [dep for dep in module_dependencies(ko) if dep not in order]
+        order.append(ko.name.removesuffix(".ko"))
+    return tuple(order)
+
+
+def build_initramfs(modules_dir: Path, version: str, cache: Path = CACHE,
+                    modules: tuple[str, ...] = MODULES, extra_modules: tuple[Path, ...] = ()) -> Path:
+    """busybox + /init + the test's kernel modules, as an uncompressed newc cpio archive.
+    `extra_modules` are out-of-tree .ko files (built for this kernel) stored in /lib/modules/extra."""
+    wanted = load_order(modules, extra_modules)
+    key = hashlib.sha256("\n".join(wanted).encode()
+                         + b"".join(ko.read_bytes() for ko in extra_modules)).hexdigest()[:10]
+    out = cache / f"initramfs-{version}-{len(MODULES)}.cpio" if not extra_modules and modules == MODULES \
+        else cache / f"initramfs-{version}-{key}.cpio"
     if out.exists() and out.stat().st_mtime >= INIT.stat().st_mtime:
         return out
-    closure = _module_closure(modules_dir, MODULES)
+    extra_names = {ko.name.removesuffix(".ko") for ko in extra_modules}
+    closure = _module_closure(modules_dir, tuple(m for m in wanted if m not in extra_names))
     with tempfile.TemporaryDirectory(dir=cache) as tmp:
         root = Path(tmp)
         for d in ("bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "host", "tmp"):
@@ -175,6 +218,10 @@ def build_initramfs(modules_dir: Path, version: str, cache: Path = CACHE) -> Pat
                 plain.write_bytes(lzma.decompress((modules_dir / rel).read_bytes()))
             else:
                 shutil.copy2(modules_dir / rel, plain)
+        if extra_modules:
+            (root / "lib" / "modules" / "extra").mkdir(parents=True)
+        for ko in extra_modules:
+            shutil.copy2(ko, root / "lib" / "modules" / "extra" / ko.name)
         lines = [line for line in (modules_dir / "modules.dep").read_text().splitlines()
                  if line.partition(":")[0] in closure]
         shutil.copy2(modules_dir / "modules.builtin", target / "modules.builtin")
@@ -191,17 +238,20 @@ def build_initramfs(modules_dir: Path, version: str, cache: Path = CACHE) -> Pat
 
 
 def run_vm(script: Path, run_dir: Path, timeout: float = 900, memory_mb: int = 2048,
-           cpus: int = 2) -> subprocess.CompletedProcess:
+           cpus: int = 2, modules: tuple[str, ...] = MODULES,
+           extra_modules: tuple[Path, ...] = (), cpu_model: str = "max") -> subprocess.CompletedProcess:
     """Boot the VM, run `script` (a shell script on the host filesystem) inside it via chroot,
-    its output going to run_dir/guest.log. Returns qemu's result (console in run_dir/console.log)."""
+    its output going to run_dir/guest.log. Returns qemu's result (console in run_dir/console.log).
+    /init loads `modules` (the kernel's own) and then `extra_modules` (.ko files built for it)."""
     vmlinuz, modules_dir, version = prepare_kernel()
-    initramfs = build_initramfs(modules_dir, version)
+    initramfs = build_initramfs(modules_dir, version, modules=modules, extra_modules=extra_modules)
     run_dir.mkdir(parents=True, exist_ok=True)
+    load = ",".join(load_order(modules, extra_modules))
     # no_timer_check: under TCG on a busy host the kernel may wrongly find the IO-APIC timer
     # broken and panic at boot ("IO-APIC + timer doesn't work!").
     cmdline = (f"console=ttyS0 panic=-1 quiet loglevel=4 no_timer_check "
-               f"blurcam_script={script} blurcam_run={run_dir}")
-    cmd = ["qemu-system-x86_64", "-machine", "pc", "-cpu", "max", "-m", str(memory_mb),
+               f"blurcam_script={script} blurcam_run={run_dir} blurcam_load={load}")
+    cmd = ["qemu-system-x86_64", "-machine", "pc", "-cpu", cpu_model, "-m", str(memory_mb),
            "-smp", str(cpus), "-uuid", VM_UUID, "-nographic", "-no-reboot", "-nic", "none",
            "-kernel", str(vmlinuz), "-initrd", str(initramfs), "-append", cmdline,
            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,multidevs=remap"]

@@ -1,0 +1,179 @@
+"""Build the test-only kernel module dummy_hcd_iso.ko for the exact Debian kernel the VM boots.
+
+dummy_hcd joins a USB device controller (dummy_udc) and a host controller (dummy_hcd) inside one
+kernel, so our gadget and the Linux webcam driver meet in one VM. Mainline's dummy_hcd leaves out
+isochronous endpoints and fails isochronous URBs; iso.patch (ours) carries them, one packet per
+endpoint and timer tick, which is all a UVC gadget needs to stream.
+
+Inputs are fetched by Debian package name with `apt-get download` and unpacked under the cache,
+never installed: linux-source-X.Y (only dummy_hcd.c is kept), linux-headers-RELEASE with its
+-common and linux-kbuild packages (the build tree), all at the kernel image's own version. The
+result is cached by kernel release + package version + the hash of our patch and Kbuild file. The
+module is loaded only inside the test VM, never on the machine that builds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from tests.support.vm import vmlib
+
+HERE = Path(__file__).resolve().parent
+PATCH = HERE / "iso.patch"
+KBUILD = HERE / "Kbuild"
+MODULE_NAME = "dummy_hcd_iso"
+SOURCE_FILE = "drivers/usb/gadget/udc/dummy_hcd.c"
+BUILD_TOOLS = {"make": "make", "patch": "patch", "modinfo": "kmod", "xz": "xz-utils"}
+
+
+class ModuleBuildError(vmlib.VmError):
+    """The test module could not be built; the message says which step failed and why."""
+
+
+def missing_tools() -> list[str]:
+    """Debian packages whose programs the build needs but this machine lacks."""
+    return sorted({pkg for tool, pkg in BUILD_TOOLS.items() if not shutil.which(tool)})
+
+
+def recipe_hash() -> str:
+    """Changes whenever our patch or Kbuild file changes (part of the cache key)."""
+    digest = hashlib.sha256(PATCH.read_bytes() + b"\0" + KBUILD.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 900) -> str:
+    try:
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise ModuleBuildError(f"{what}: `{' '.join(cmd)}` took longer than {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        detail = (proc.stderr.strip() or proc.stdout.strip())[-3000:]
+        raise ModuleBuildError(f"{what}: `{' '.join(cmd)}` exited {proc.returncode}:\n{detail}")
+    return proc.stdout
+
+
+def _headers_dependencies(headers: str, version: str, options: list[str]) -> list[str]:
+    """The -common and linux-kbuild packages a linux-headers package needs (same version)."""
+    out = _run(["apt-cache", *options, "show", f"{headers}={version}"],
+               f"looking up {headers} {version} in apt")
+    depends = next((line for line in out.splitlines() if line.startswith("Depends:")), "")
+    wanted = [name for name in re.findall(r"(linux-(?:headers|kbuild)-[^\s,(]+)", depends)]
+    if not any(n.endswith("-common") for n in wanted) or not any("kbuild" in n for n in wanted):
+        raise ModuleBuildError(f"{headers} {version}: unexpected dependencies {depends!r}")
+    return wanted
+
+
+def _download(packages: list[str], version: str, options: list[str], into: Path) -> None:
+    try:
+        _run(["apt-get", *options, "download", *(f"{p}={version}" for p in packages)],
+             "downloading the kernel build inputs", cwd=into)
+    except ModuleBuildError as exc:
+        raise ModuleBuildError(
+            f"{exc}\nThe archive no longer offers version {version} of the kernel cached in "
+            f"{vmlib.CACHE}: delete its kernel-* directory so the current kernel is fetched.") from None
+
+
+def prepare_build_tree(release: str, version: str, suite: str = vmlib.SUITE,
+                       cache: Path = vmlib.CACHE) -> tuple[Path, Path]:
+    """(headers build dir, pristine dummy_hcd.c) for the kernel `release` of Debian `version`."""
+    root = cache / f"kbuild-{release}-{version}"
+    headers_dir = root / "usr" / "src" / f"linux-headers-{release}"
+    source = root / "dummy_hcd.c"
+    if (headers_dir / "Makefile").exists() and source.exists():
+        return headers_dir, source
+    options = vmlib._apt_options(suite, cache)
+    headers = f"linux-headers-{release}"
+    major_minor = ".".join(release.split(".")[:2])
+    packages = [headers, *_headers_dependencies(headers, version, options), f"linux-source-{major_minor}"]
+    if root.exists():
+        _remove_cache_dir(root, cache)
+    with tempfile.TemporaryDirectory(dir=cache, prefix="kbuild-download-") as tmp:
+        work = Path(tmp)
+        _download(packages, version, options, work)
+        unpacked = work / "root"
+        for deb in sorted(work.glob("linux-headers-*.deb")) + sorted(work.glob("linux-kbuild-*.deb")):
+            _run(["dpkg-deb", "-x", str(deb), str(unpacked)], f"unpacking {deb.name}")
+        # Only one file of the 140 MB source tarball is needed.
+        source_deb = next(work.glob("linux-source-*.deb"), None)
+        if source_deb is None:
+            raise ModuleBuildError(f"apt-get download fetched no linux-source-{major_minor} package")
+        tarball = f"./usr/src/linux-source-{major_minor}.tar.xz"
+        _run(["bash", "-c", 'set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" '
+              '| tar -xJ -C "$3" --wildcards "$4"',
+              "bash", str(source_deb), tarball, str(work), f"*/{SOURCE_FILE}"],
+             f"extracting {SOURCE_FILE} from {source_deb.name}", timeout=1800)
+        found = list(work.glob(f"*/{SOURCE_FILE}"))
+        if len(found) != 1:
+            raise ModuleBuildError(f"{source_deb.name} holds no {SOURCE_FILE}")
+        shutil.copy2(found[0], unpacked / "dummy_hcd.c")
+        # The arch Makefile includes the -common one by absolute path: point it into the cache.
+        makefile = unpacked / "usr" / "src" / f"linux-headers-{release}" / "Makefile"
+        text = makefile.read_text()
+        common = re.search(r"^include (/usr/src/linux-headers-[^\s]+-common/Makefile)$", text, re.M)
+        if common is None:
+            raise ModuleBuildError(f"{makefile}: no include of the -common Makefile:\n{text}")
+        makefile.write_text(text.replace(common.group(1), str(root) + common.group(1)))
+        unpacked.rename(root)
+    return headers_dir, source
+
+
+def _remove_cache_dir(path: Path, cache: Path) -> None:
+    """Delete a directory this module created in the cache, and nothing else."""
+    resolved = path.resolve()
+    if resolved.parent != cache.resolve() or not resolved.name.startswith(("kbuild-", "module-")):
+        raise ModuleBuildError(f"refusing to delete {resolved}: not a build directory of ours")
+    shutil.rmtree(resolved)
+
+
+def compiler(headers_dir: Path) -> str:
+    """The compiler the kernel was built with (e.g. gcc-12): modules must use the same one."""
+    config = (headers_dir / ".config").read_text()
+    match = re.search(r'^CONFIG_CC_VERSION_TEXT="(\S+)', config, re.M)
+    if match is None:
+        raise ModuleBuildError(f"{headers_dir}/.config names no compiler")
+    return match.group(1)
+
+
+def build(release: str, version: str, suite: str = vmlib.SUITE, cache: Path = vmlib.CACHE) -> Path:
+    """The patched module for kernel `release` (Debian package `version`), built once and cached."""
+    out_dir = cache / f"module-{MODULE_NAME}-{release}-{version}-{recipe_hash()}"
+    module = out_dir / f"{MODULE_NAME}.ko"
+    if module.exists():
+        return module
+    missing = missing_tools()
+    if missing:
+        raise ModuleBuildError(f"building {MODULE_NAME} needs the Debian packages {' '.join(missing)}")
+    headers_dir, pristine = prepare_build_tree(release, version, suite, cache)
+    cc = compiler(headers_dir)
+    if not shutil.which(cc):
+        raise ModuleBuildError(f"kernel {release} was built with {cc}, which this machine lacks "
+                               f"(apt-get install {cc}): a module must be built with the same compiler")
+    with tempfile.TemporaryDirectory(dir=cache, prefix="module-build-") as tmp:
+        src = Path(tmp)
+        target = src / SOURCE_FILE
+        target.parent.mkdir(parents=True)
+        shutil.copy2(pristine, target)
+        _run(["patch", "-p1", "--forward", "--no-backup-if-mismatch", "-i", str(PATCH)],
+             f"applying {PATCH.name} to the {release} dummy_hcd.c", cwd=src)
+        build_dir = src / "build"
+        build_dir.mkdir()
+        shutil.copy2(target, build_dir / "dummy_hcd.c")
+        shutil.copy2(KBUILD, build_dir / "Kbuild")
+        _run(["make", "-C", str(headers_dir), f"M={build_dir}", "modules"],
+             f"compiling {MODULE_NAME} against linux-headers-{release}")
+        built = build_dir / f"{MODULE_NAME}.ko"
+        vermagic = _run(["modinfo", "-F", "vermagic", str(built)], "reading the module's vermagic")
+        if vermagic.split()[:1] != [release]:
+            raise ModuleBuildError(f"{built.name} has vermagic {vermagic.strip()!r}, not {release}")
+        if out_dir.exists():
+            _remove_cache_dir(out_dir, cache)
+        staging = src / "out"
+        staging.mkdir()
+        shutil.copy2(built, staging / built.name)
+        staging.rename(out_dir)
+    return module
