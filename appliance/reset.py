@@ -1,7 +1,7 @@
 """Factory reset and password reset, run on the device itself: no login needed.
 
-`blurcam reset` forgets the user's settings (the defaults and the fleet file apply again) and
-uploaded backgrounds, and sets a new generated password. A running daemon does its part itself,
+`blurcam reset` forgets the user's settings (the defaults and the fleet file apply again),
+uploaded backgrounds and the page's presets, and sets a new generated password. A running daemon does its part itself,
 so the camera changes at once; the settings page notices the new password file, and ends every
 session, on its next request. Nothing needs a restart.
 
@@ -37,7 +37,8 @@ class ResetOutcome:
 
 def factory_reset(state_dir: Path, web_state_dir: Path, control_socket: Path,
                   fleet_file: Path | None, timeout: float = 10.0) -> ResetOutcome:
-    """Reset settings and backgrounds (through the daemon if it runs), then the password.
+    """Reset settings and backgrounds (through the daemon if it runs), then the page's presets
+    and password.
 
     A StorageError from the first step means nothing was changed; a failure after it says what
     was already done."""
@@ -53,11 +54,13 @@ def factory_reset(state_dir: Path, web_state_dir: Path, control_socket: Path,
         raise ResetError(f"the camera service did not take the reset ({exc}); stop it "
                          "(systemctl stop blurcam) and run this again") from None
     from web.auth import set_new_password
+    from web.presets import PRESETS_FILE
     try:
+        remove_durably(Path(web_state_dir) / PRESETS_FILE, what="presets")
         password = set_new_password(Path(web_state_dir))
     except StorageError as exc:
-        raise ResetError(f"{how}, but no new password could be set: {exc.reason}; run "
-                         "`blurcam password reset` once that is fixed") from None
+        raise ResetError(f"{how}, but the page's presets and password could not be reset: "
+                         f"{exc.reason}; run this again once that is fixed") from None
     log.warning("factory reset done: %s; new admin password set", how)
     return ResetOutcome(password, how)
 

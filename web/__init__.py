@@ -73,7 +73,9 @@ def create_app(config: dict[str, Any]) -> Flask:
     app = Flask(__name__)
     state_dir = Path(config["STATE_DIR"])
     state_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(state_dir, (SECRET_KEY_FILE, auth.PASSWORD_FILE))  # a power cut's
+    # Temp files a power cut left beside the files this process writes.
+    remove_stale_temp_files(state_dir, (SECRET_KEY_FILE, auth.PASSWORD_FILE,
+                                        presets.PRESETS_FILE))
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_UPLOAD_BYTES,
         MAX_BODY_BYTES=MAX_BODY_BYTES,

@@ -66,7 +66,8 @@ class PresetStore:
             return True
 
     def _write(self, presets: dict[str, dict[str, Any]]) -> None:
-        write_atomically(self.path, json.dumps({"presets": presets}, indent=2, ensure_ascii=False).encode())
+        write_atomically(self.path, json.dumps({"presets": presets}, indent=2, ensure_ascii=False).encode(),
+                         what="presets")
 
 
 def store() -> PresetStore:

@@ -25,6 +25,7 @@ from tests.support import faultfs
 from tests.support.camera import LiveCamera, WebSession
 from web import create_app
 from web.auth import PASSWORD_FILE, set_new_password
+from web.presets import PRESETS_FILE
 
 
 def _picture() -> bytes:
@@ -53,6 +54,7 @@ def test_a_reset_through_the_running_daemon_applies_at_once_and_keeps_fleet_defa
         controller.update_settings({"effect": "replace", "blur_strength": 90})
         controller.set_background(_picture())
         old_password = set_new_password(device["web_state_dir"])
+        (device["web_state_dir"] / PRESETS_FILE).write_text('{"presets": {"Work": {}}}')
         outcome = factory_reset(**device)
         assert outcome.settings == "the running camera service has reset its settings"
         assert controller.settings.current == Settings(blur_strength=30)  # live, no restart
@@ -61,6 +63,7 @@ def test_a_reset_through_the_running_daemon_applies_at_once_and_keeps_fleet_defa
         server.stop()
     assert not (device["state_dir"] / "settings.json").exists()
     assert list((device["state_dir"] / "backgrounds").iterdir()) == []
+    assert not (device["web_state_dir"] / PRESETS_FILE).exists()
     assert _password_works(device["web_state_dir"], outcome.password)
     assert not _password_works(device["web_state_dir"], old_password)
 
@@ -203,6 +206,7 @@ def test_blurcam_reset_on_a_running_camera_needs_no_restart(camera):
     page = WebSession(camera.base)
     assert page.login(first) == 200
     assert page.request("PUT", "/api/settings", {"effect": "none", "mirror": True})[0] == 200
+    assert page.request("PUT", "/api/presets/Work")[0] == 200
 
     result = _blurcam("reset", "--state-dir", state, "--control-socket", str(camera.control_socket),
                       "--fleet-file", "/nonexistent/fleet.toml")
@@ -216,6 +220,7 @@ def test_blurcam_reset_on_a_running_camera_needs_no_restart(camera):
     assert fresh.login(second) == 200
     status, current = fresh.request("GET", "/api/settings")
     assert status == 200 and current == Settings().model_dump()
+    assert fresh.request("GET", "/api/presets") == (200, {"presets": []})
     assert camera.process.poll() is None  # nothing was restarted
 
 
