@@ -97,14 +97,13 @@ def test_a_running_pipeline_shows_its_rate_inference_latency_and_mask_age(user):
 
 
 def test_usb_temperature_and_throttling_appear_as_the_status_has_them(user, demo_controller):
-    class Usb:  # the UVC server's status as the daemon merges it (the gadget cannot run in-process)
-        def status(self):
-            return {"connected": True, "streaming": True, "disconnects": 3, "frames_queued": 1200,
-                    "stalls": 0, "node": "/dev/video0"}
-    health = {"temperature_c": 61.5, "throttled": {"under_voltage": True, "throttled": False}}
-    demo_controller.uvc = Usb()
+    # What a Pi adds to the status: the UVC server's figures (the gadget cannot run in-process
+    # here; the VM tests run it) and the firmware's temperature and throttling flags.
+    on_a_pi = {"usb": {"connected": True, "streaming": True, "disconnects": 3, "frames_queued": 1200,
+                       "stalls": 0, "node": "/dev/video0"},
+               "temperature_c": 61.5, "throttled": {"under_voltage": True, "throttled": False}}
     real_status = demo_controller.status
-    demo_controller.status = lambda: {**real_status(), **health}
+    demo_controller.status = lambda: {**real_status(), **on_a_pi}
     metrics = scrape(user)
     assert value(metrics, "blurcam_usb_host_connected") == 1 and value(metrics, "blurcam_usb_streaming") == 1
     assert value(metrics, "blurcam_usb_disconnects_total") == 3
