@@ -29,7 +29,7 @@ say "systemd units (systemd/install.sh) and the provisioning unit"
 sh "$P/systemd/install.sh" /
 cp -a "$P/files/." /
 chmod 0440 /etc/sudoers.d/blurcam-admin
-systemctl enable blurcam-provision.service
+systemctl enable blurcam-provision.service blurcam-reset-flag.service
 # Boot does not wait for a network the webcam does not need.
 systemctl mask NetworkManager-wait-online.service systemd-networkd-wait-online.service
 # No USB gadget drivers that would grab the UDC before ours.

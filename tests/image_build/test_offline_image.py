@@ -146,7 +146,8 @@ def enabled_units(root: Path, target: str) -> set[str]:
 
 def test_the_appliance_units_and_provisioning_are_enabled_and_network_waits_masked(rootfs):
     assert {"blurcam.service", "blurcam-web.service", "blurcam-gadget.service",
-            "blurcam-provision.service", "ssh.service", "NetworkManager.service"} <= enabled_units(rootfs, "multi-user.target")
+            "blurcam-provision.service", "blurcam-reset-flag.service", "ssh.service",
+            "NetworkManager.service"} <= enabled_units(rootfs, "multi-user.target")
     for unit in ("NetworkManager-wait-online.service", "systemd-networkd-wait-online.service"):
         assert os.readlink(rootfs / "etc/systemd/system" / unit) == "/dev/null"
     assert (rootfs / "usr/lib/udev/rules.d/90-blurcam-gadget.rules").exists()
@@ -155,7 +156,8 @@ def test_the_appliance_units_and_provisioning_are_enabled_and_network_waits_mask
 
 
 def test_units_verify_with_the_images_own_systemd(rootfs):
-    r = in_chroot(rootfs, "systemd-analyze verify --man=no blurcam-provision.service blurcam-data.service blurcam.service "
+    r = in_chroot(rootfs, "systemd-analyze verify --man=no blurcam-provision.service blurcam-data.service "
+                          "blurcam-reset-flag.service blurcam.service "
                           "blurcam-web.service blurcam-gadget.service 2>&1")
     problems = [line for line in r.stdout.splitlines() if "blurcam" in line]
     assert r.returncode == 0 and not problems, r.stdout

@@ -20,7 +20,6 @@ import http.cookiejar
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import time
@@ -104,19 +103,15 @@ def make_card(image: Path, work: Path, public_key: str) -> tuple[Path, list]:
     return card, parts
 
 
-@pytest.fixture(scope="module")
-def vm(image, tmp_path_factory):
-    work = tmp_path_factory.mktemp("vm")
-    key = work / "id_ed25519"
-    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)])
-    card, parts = make_card(image, work, (work / "id_ed25519.pub").read_text().strip())
-    boot = copy_fat_files(card, parts[1], work / "bootA")  # slot A's kernel and command line
-    cmdline = (boot / "cmdline.txt").read_text().strip() + f" modules-load={VM_UDC_MODULE} modprobe.blacklist=uvcvideo"
-    http_port, ssh_port, console = free_port(), free_port(), work / "console.log"
+def boot(card: Path, parts: list, work: Path, key: Path, name: str) -> tuple[subprocess.Popen, Vm]:
+    """Power the card up in the VM and wait for the settings page (fails with the console)."""
+    boot_dir = copy_fat_files(card, parts[1], work / f"bootA-{name}")  # slot A's kernel, cmdline
+    cmdline = (boot_dir / "cmdline.txt").read_text().strip() + f" modules-load={VM_UDC_MODULE} modprobe.blacklist=uvcvideo"
+    http_port, ssh_port, console = free_port(), free_port(), work / f"console-{name}.log"
     qemu = subprocess.Popen(
         [QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
          "-display", "none", "-monitor", "none", "-serial", f"file:{console}", "-no-reboot",
-         "-kernel", str(boot / "vmlinuz"), "-initrd", str(boot / "initrd.img"), "-append", cmdline,
+         "-kernel", str(boot_dir / "vmlinuz"), "-initrd", str(boot_dir / "initrd.img"), "-append", cmdline,
          # The card copy takes the VM's writes; the built image is never changed.
          "-drive", f"file={card},format=raw,if=virtio,cache=unsafe",
          "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{http_port}-:80,"
@@ -134,20 +129,41 @@ def vm(image, tmp_path_factory):
         if answered:
             break
         time.sleep(5)
-    print(f"VM: settings page answered after {time.monotonic() - started:.0f} s" if answered
-          else f"VM: no answer after {time.monotonic() - started:.0f} s")
+    print(f"VM ({name} boot): settings page answered after {time.monotonic() - started:.0f} s" if answered
+          else f"VM ({name} boot): no answer after {time.monotonic() - started:.0f} s")
+    if not answered:
+        stop(qemu)
+        pytest.fail(f"the VM's settings page never answered ({name} boot); console:\n"
+                    + console.read_text(errors="replace")[-6000:])
+    return qemu, vm
+
+
+def stop(qemu: subprocess.Popen) -> None:
+    qemu.terminate()
     try:
-        if not answered:
-            pytest.fail("the VM's settings page never answered; console:\n"
-                        + console.read_text(errors="replace")[-6000:])
-        yield vm
-    finally:
-        qemu.terminate()
-        try:
-            qemu.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            qemu.kill()
-        card.unlink(missing_ok=True)
+        qemu.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        qemu.kill()
+        qemu.wait()
+
+
+@pytest.fixture(scope="module")
+def card(image, tmp_path_factory):
+    """(card image, partitions, work dir, SSH key): one card for the whole module, booted again
+    by later tests (as a device is unplugged and plugged in)."""
+    work = tmp_path_factory.mktemp("vm")
+    key = work / "id_ed25519"
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "image-test", "-f", str(key)])
+    card, parts = make_card(image, work, (work / "id_ed25519.pub").read_text().strip())
+    yield card, parts, work, key
+    card.unlink(missing_ok=True)
+
+
+@pytest.fixture(scope="module")
+def vm(card):
+    qemu, vm = boot(*card, name="first")
+    yield vm
+    stop(qemu)
 
 
 def test_first_boot_provisioning_names_the_device_from_its_serial(vm):
@@ -259,3 +275,28 @@ def test_nothing_writes_to_the_card_while_the_pipeline_runs(vm):
           f"= {delta['vda'] * 512} bytes to the card (/sys/block/vda/stat, field 7)")
     assert frames > 0 and st["fps"] > 0
     assert delta["vda"] == 0, vm.out("cat /proc/mounts")
+
+
+def test_a_reset_flag_on_the_card_resets_the_password_at_the_next_boot(vm, card):
+    """The operator drops blurcam-reset on the BLURCAM partition (here: over SSH, as a PC would
+    write it) and plugs the camera in again: the old password stops working, the new one is in
+    blurcam-password.txt on the card, the flag is gone and the partition is read-only again."""
+    assert vm.post_json("/api/login", {"password": ADMIN_PASSWORD})[0] == 200
+    vm.out("mount -o remount,rw /boot/firmware && touch /boot/firmware/blurcam-reset && "
+           "mount -o remount,ro /boot/firmware && sync")
+    vm.sh("systemctl poweroff")  # -no-reboot: QEMU exits
+    qemu, again = boot(*card, name="second")
+    try:
+        note = again.out("cat /boot/firmware/blurcam-password.txt")
+        print(note)
+        password = re.search(r"password is now: (\S+)", note).group(1)
+        assert again.sh("test -e /boot/firmware/blurcam-reset").returncode != 0
+        assert again.post_json("/api/login", {"password": ADMIN_PASSWORD})[0] == 401
+        assert again.post_json("/api/login", {"password": password})[0] == 200
+        mounts = {f[1]: f for f in (line.split() for line in again.out("cat /proc/mounts").splitlines())}
+        assert "ro" in mounts["/boot/firmware"][3].split(",")
+        print("second boot (data partition already grown): kernel start -> gadget bound "
+              f"{seconds(again, 'blurcam-gadget.service'):.1f} s, -> pipeline ready "
+              f"{seconds(again, 'blurcam.service'):.1f} s")
+    finally:
+        stop(qemu)
