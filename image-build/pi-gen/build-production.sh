@@ -14,7 +14,7 @@ PIGEN_DIR=$(realpath -m "${PIGEN_DIR:-$PROJECT_DIR/../pi-gen}")
 stage=$CACHE_DIR/pi-gen/stage-blurcam
 rm -rf "$stage"; mkdir -p "$(dirname "$stage")"
 cp -a "$IMAGE_BUILD_DIR/pi-gen/stage-blurcam" "$stage"
-package_list "$IMAGE_BUILD_DIR/packages/common.txt" "$IMAGE_BUILD_DIR/packages/production.txt" \
+package_list "$IMAGE_BUILD_DIR/packages/common.txt" "$IMAGE_BUILD_DIR/packages/extra.txt" "$IMAGE_BUILD_DIR/packages/production.txt" \
   > "$stage/00-install/00-packages-nr"
 bash "$IMAGE_BUILD_DIR/scripts/make-payload.sh" "$fleet_file" "$stage/00-install/payload"
 
