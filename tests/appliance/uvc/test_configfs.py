@@ -59,3 +59,49 @@ def test_offered_formats_follow_the_resolutions_setting_and_keep_yuyv_at_usb2_si
 def test_no_serial_source_at_all_is_an_error_that_says_how_to_fix_it(tmp_path):
     with pytest.raises(configfs.GadgetError, match="set serial_number in the fleet file"):
         configfs.device_serial((tmp_path / "a",), (tmp_path / "b",))
+
+
+def configfs_uvc_function(root, maxpacket: int, bcd_uvc: str = "0x0110"):
+    """A directory shaped like a bound f_uvc function in configfs, as the kernel lays it out."""
+    from appliance.uvc import requests
+
+    function = root / "uvc.usb0"
+    files = {
+        "streaming_maxpacket": str(maxpacket),
+        "control/bInterfaceNumber": "0",
+        "control/header/h/bcdUVC": bcd_uvc,
+        "control/terminal/camera/default/bTerminalID": "1",
+        "control/terminal/camera/default/bmControls": "0\n0\n0",
+        "control/processing/default/bUnitID": "2",
+        "control/processing/default/bmControls": "\n".join(
+            str(b) for b in requests.bm_controls(requests.WANTED_CONTROLS, "processing", 2)),
+        "streaming/bInterfaceNumber": "1",
+        "streaming/mjpeg/m/bFormatIndex": "1",
+        "streaming/mjpeg/m/720p/bFrameIndex": "1",
+        "streaming/mjpeg/m/720p/wWidth": "1280",
+        "streaming/mjpeg/m/720p/wHeight": "720",
+        "streaming/mjpeg/m/720p/dwFrameInterval": "333333\n666666",
+        "streaming/mjpeg/m/720p/dwDefaultFrameInterval": "333333",
+        "streaming/mjpeg/m/720p/dwMaxVideoFrameBufferSize": str(1280 * 720 * 2),
+    }
+    for rel, text in files.items():
+        (function / rel).parent.mkdir(parents=True, exist_ok=True)
+        (function / rel).write_text(text + "\n")
+    return function
+
+
+@pytest.mark.parametrize("maxpacket", [1024, 3072])
+def test_the_payload_size_told_to_the_host_is_the_one_configfs_holds(tmp_path, maxpacket):
+    """dwMaxPayloadTransferSize in the probe reply follows streaming_maxpacket (a full-speed or
+    low-bandwidth gadget offers less than 3072 bytes a microframe; promising more breaks hosts)."""
+    import struct
+
+    from appliance.uvc import requests
+
+    device = configfs.read_device(configfs_uvc_function(tmp_path, maxpacket))
+    assert device.max_payload == maxpacket
+    state = requests.initial_state(device, {})
+    probe_get_cur = requests.Setup(0xA1, requests.GET_CUR, requests.VS_PROBE_CONTROL << 8, 1, 34)
+    _, reply = requests.handle_setup(device, state, probe_get_cur)
+    assert struct.unpack_from("<I", reply.data, 22)[0] == maxpacket
+    assert [f.frames[0].size for f in device.formats] == ["1280x720"]
