@@ -48,23 +48,23 @@ def background_weight(person: np.ndarray) -> np.ndarray:
 
 
 def _weighted_blur(plane: np.ndarray, factor: int, weight: np.ndarray, sigma: float,
-                   out: np.ndarray) -> None:
-    """Blur `plane` at 1/factor resolution counting only background pixels, then upscale into
-    `out` (the full-size plane)."""
+                   size: tuple[int, int]) -> np.ndarray:
+    """Blur `plane` at 1/factor resolution counting only background pixels (a normalised
+    convolution), then scale it to `size`."""
     h, w = plane.shape
     small = cv2.resize(plane, (w // factor, h // factor), interpolation=cv2.INTER_AREA).astype(np.float32)
     num = cv2.GaussianBlur(small * weight, (0, 0), sigma)
     den = cv2.GaussianBlur(weight, (0, 0), sigma)
     plain = cv2.GaussianBlur(small, (0, 0), sigma)
     filled = ((num + _WEIGHT_EPS * plain) / (den + _WEIGHT_EPS)).astype(np.uint8)
-    cv2.resize(filled, (out.shape[1], out.shape[0]), out, interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(filled, size, interpolation=cv2.INTER_LINEAR)
 
 
 def blurred_background(yuv: np.ndarray, alpha_low: np.ndarray, strength: int,
-                       luma_half: np.ndarray | None = None) -> np.ndarray:
-    """An I420 image of the background alone, blurred, with the person's area filled in from
-    the surrounding background. `luma_half` (the Y plane at half size), when the caller has it,
-    saves shrinking the Y plane again."""
+                       luma_half: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The background alone, blurred, with the person's area filled in from the surrounding
+    background: its Y, U and V planes, all at half the frame's size (the blur is smooth, so the
+    half size carries all of it). `luma_half` (the Y plane at half size) saves shrinking Y again."""
     y, u, v = split_i420(yuv)
     h, w = y.shape
     factor = downscale_factor(w, h, blur_sigma(strength, w) / _LOW_RES_SIGMA)
@@ -72,15 +72,12 @@ def blurred_background(yuv: np.ndarray, alpha_low: np.ndarray, strength: int,
     lw, lh = w // factor, h // factor
     weight = background_weight(cv2.resize(alpha_low, (lw, lh), interpolation=cv2.INTER_AREA))
     weight_c = cv2.resize(weight, (lw // 2, lh // 2), interpolation=cv2.INTER_AREA)
-    out = np.empty_like(yuv)
-    oy, ou, ov = split_i420(out)
-    if factor % 2 == 0 and luma_half is not None:  # shrink the half-size copy (shared with the mask's guide): cheaper
-        _weighted_blur(luma_half, factor // 2, weight, sigma, oy)
+    half = (w // 2, h // 2)
+    if factor % 2 == 0 and luma_half is not None:  # shrink the half-size copy: cheaper
+        bg_y = _weighted_blur(luma_half, factor // 2, weight, sigma, half)
     else:
-        _weighted_blur(y, factor, weight, sigma, oy)
-    _weighted_blur(u, factor, weight_c, sigma / 2, ou)
-    _weighted_blur(v, factor, weight_c, sigma / 2, ov)
-    return out
+        bg_y = _weighted_blur(y, factor, weight, sigma, half)
+    return bg_y, _weighted_blur(u, factor, weight_c, sigma / 2, half), _weighted_blur(v, factor, weight_c, sigma / 2, half)
 
 
 @lru_cache(maxsize=4)
@@ -100,11 +97,13 @@ def privacy_card(width: int, height: int, text: str) -> np.ndarray:
     return card
 
 
-def _blend_plane(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray, out: np.ndarray) -> None:
+def _blend_plane(fg: np.ndarray, bg: np.ndarray, alpha: np.ndarray, out: np.ndarray,
+                 inverse: np.ndarray | None = None) -> None:
     """out = (alpha * fg + (255 - alpha) * bg) / 255 on uint8 planes: two scaled products and a
     sum, each one SIMD pass (exact where alpha is 0 or 255, within one level elsewhere)."""
     cv2.multiply(fg, alpha, out, scale=1 / 255)
-    cv2.add(out, cv2.multiply(bg, cv2.bitwise_not(alpha), scale=1 / 255), out)
+    inverse = cv2.bitwise_not(alpha) if inverse is None else inverse
+    cv2.add(out, cv2.multiply(bg, inverse, scale=1 / 255), out)
 
 
 def blend(fg: np.ndarray, bg: np.ndarray, alpha_full: np.ndarray, alpha_half: np.ndarray) -> np.ndarray:
@@ -114,6 +113,23 @@ def blend(fg: np.ndarray, bg: np.ndarray, alpha_full: np.ndarray, alpha_half: np
     for (f, b, o), a in zip(zip(split_i420(fg), split_i420(bg), split_i420(out)),
                             (alpha_full, alpha_half, alpha_half)):
         _blend_plane(f, b, a, o)
+    return out
+
+
+def blend_blurred(fg: np.ndarray, bg_half: tuple[np.ndarray, np.ndarray, np.ndarray],
+                  alpha_full: np.ndarray, alpha_half: np.ndarray) -> np.ndarray:
+    """`blend` for a smooth background given at half size (`blurred_background`). For Y, the
+    background's share (1 - alpha) * bg is formed at half size and scaled up: where the
+    background barely changes from one pixel to the next, that equals forming it at full size,
+    and it spares the full-size frame two passes."""
+    out = np.empty_like(fg)
+    (fy, fu, fv), (oy, ou, ov) = split_i420(fg), split_i420(out)
+    inverse = cv2.bitwise_not(alpha_half)
+    share = cv2.multiply(bg_half[0], inverse, scale=1 / 255)
+    cv2.resize(share, (oy.shape[1], oy.shape[0]), oy, interpolation=cv2.INTER_LINEAR)
+    cv2.add(oy, cv2.multiply(fy, alpha_full, scale=1 / 255), oy)
+    _blend_plane(fu, bg_half[1], alpha_half, ou, inverse)
+    _blend_plane(fv, bg_half[2], alpha_half, ov, inverse)
     return out
 
 
@@ -158,7 +174,7 @@ class Compositor:
         if effect == "none":
             return yuv
         if effect == "replace" and self.has_background:
-            bg = self._background_for(w, h)
-        else:  # "blur", or "replace" before any background was uploaded
-            bg = blurred_background(yuv, alpha_low, blur_strength, luma_half)
-        return blend(yuv, bg, alpha_full, alpha_half)
+            return blend(yuv, self._background_for(w, h), alpha_full, alpha_half)
+        # "blur", or "replace" before any background was uploaded
+        return blend_blurred(yuv, blurred_background(yuv, alpha_low, blur_strength, luma_half),
+                             alpha_full, alpha_half)

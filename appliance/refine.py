@@ -86,15 +86,13 @@ def guided_upsample(alpha_low: np.ndarray, luma_half: np.ndarray, size: tuple[in
     b = mean_p - a * mean_g
     a, b = cv2.blur(a, k), cv2.blur(b, k)
     trust = np.clip(2.0 - np.abs(4.0 * p - 2.0), 0.0, 1.0)
-    a *= trust * (1 / 255)  # applied to 0..255 luma below
-    b = trust * b + (1.0 - trust) * p
+    a *= trust  # on 0..255 luma, giving 0..255 alpha
+    b = 255.0 * (trust * b + (1.0 - trust) * p)
     if factor > 1:
         a = cv2.resize(a, (hw, hh), interpolation=cv2.INTER_LINEAR)
         b = cv2.resize(b, (hw, hh), interpolation=cv2.INTER_LINEAR)
-    half = cv2.multiply(luma_half, a, dtype=cv2.CV_32F)
-    cv2.add(half, b, dst=half)
-    np.clip(half, 0.0, 1.0, out=half)
-    half_u8 = cv2.convertScaleAbs(half, alpha=255.0)
+    # a * luma + b, rounded and clipped to 0..255 by the uint8 result (saturating arithmetic)
+    half_u8 = cv2.add(cv2.multiply(luma_half, a, dtype=cv2.CV_32F), b, dtype=cv2.CV_8U)
     full_u8 = cv2.resize(half_u8, size, interpolation=cv2.INTER_LINEAR)
     return full_u8, half_u8
 

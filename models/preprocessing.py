@@ -31,7 +31,7 @@ class Variant:
 
 
 VARIANTS = (
-    Variant("app: auto model, stretched, bilinear", "auto"),
+    Variant("app: auto model, stretched, area", "auto", cv2.INTER_AREA),
     Variant("general, stretched, area (before)", "general", cv2.INTER_AREA),
     Variant("general, stretched, bilinear", "general"),
     Variant("general, letterboxed, bilinear", "general", letterbox=True),
@@ -53,7 +53,7 @@ def person_probability(seg: Segmenter, rgb: np.ndarray, v: Variant) -> np.ndarra
         small = cv2.copyMakeBorder(inner, top, seg.height - nh - top, left, seg.width - nw - left,
                                    cv2.BORDER_CONSTANT, value=0)
         box = (top, left, nh, nw)
-    elif v.interpolation == cv2.INTER_LINEAR:
+    elif v.interpolation == cv2.INTER_AREA:
         small = model_input(rgb, seg.input_size)
     else:
         small = cv2.resize(rgb, seg.input_size, interpolation=v.interpolation)

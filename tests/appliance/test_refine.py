@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
+from appliance import frame as frame_module
 from appliance.frame import frame_from_rgb, split_i420
 from appliance.pipeline import FramePipeline
 from appliance.refine import guided_upsample, half_size
@@ -52,7 +54,8 @@ def sensor_noise(rgb: np.ndarray, rng) -> np.ndarray:
     """A camera's noise: shot noise growing with brightness plus read noise (about 1 grey level
     in the dark, 4 in the highlights), new every frame."""
     f = rgb.astype(np.float32)
-    return np.clip(f + rng.normal(0, 1, f.shape) * np.sqrt(0.06 * f + 1.0), 0, 255).astype(np.uint8)
+    noise = rng.standard_normal(f.shape, dtype=np.float32) * np.sqrt(0.06 * f + 1.0)
+    return np.clip(f + noise, 0, 255).astype(np.uint8)
 
 
 def worst_edge_flicker(rgb: np.ndarray, settings: Settings) -> int:
@@ -60,29 +63,34 @@ def worst_edge_flicker(rgb: np.ndarray, settings: Settings) -> int:
     person under sensor noise, after the first frames."""
     rng = np.random.default_rng(5)
     pipeline = FramePipeline(settings)
+    lores_size = pipeline.lores_size_for(rgb.shape[1], rgb.shape[0])
     alphas = []
-    for i in range(12):
-        frame = frame_from_rgb(sensor_noise(rgb, rng), pipeline.lores_size, i / 30)
+    for i in range(9):
+        frame = frame_from_rgb(sensor_noise(rgb, rng), lores_size, i / 30)
         luma_half = half_size(split_i420(frame.yuv)[0])
         full, _ = guided_upsample(pipeline.segment(frame), luma_half, (frame.width, frame.height))
         alphas.append(full.astype(np.int16))
-    return max(int(np.abs(b - a).max()) for a, b in zip(alphas[4:], alphas[5:]))
+    return max(int(np.abs(b - a).max()) for a, b in zip(alphas[3:], alphas[4:]))
 
 
 @pytest.fixture(scope="module")
 def demo_people():
     demo = DemoSource(paced=False)
-    demo.start(640, 360, 30, (256, 256))
-    return [demo.render(t) for t in (1.0, 11.0, 21.0)]  # each person, standing still
+    demo.start(1280, 720, 30, (256, 256))  # the most used stream size
+    return [demo.render(t) for t in (1.0, 11.0)]  # two people, standing still
 
 
 def test_at_the_default_settings_a_still_person_does_not_flicker(demo_people):
-    # No pixel's alpha moves by more than 15 % between frames: an edge pixel never blinks
+    # No pixel's alpha moves by more than 8 % between frames: an edge pixel never blinks
     # between person and background.
     for rgb in demo_people:
-        assert worst_edge_flicker(rgb, Settings()) <= 38
+        assert worst_edge_flicker(rgb, Settings()) <= 20
 
 
-def test_without_temporal_smoothing_the_same_noise_makes_edges_blink(demo_people):
-    # The negative control: the noise above is strong enough to matter.
-    assert max(worst_edge_flicker(rgb, Settings(temporal_smoothing=0.0)) for rgb in demo_people) > 50
+def test_fed_bilinear_samples_instead_of_pixel_averages_the_same_noise_makes_edges_blink(
+        demo_people, monkeypatch):
+    # The negative control, and why the model input averages pixels (as MediaPipe does not):
+    # sampled bilinearly, a 720p frame's noise reaches the model nearly undamped.
+    monkeypatch.setattr(frame_module, "model_input",
+                        lambda rgb, size: cv2.resize(rgb, size, interpolation=cv2.INTER_LINEAR))
+    assert max(worst_edge_flicker(rgb, Settings()) for rgb in demo_people) > 20

@@ -90,10 +90,10 @@ def test_auto_takes_the_landscape_model_for_16_9_frames_and_the_general_one_for_
     assert FramePipeline(Settings(model="general")).lores_size_for(width, height) == (256, 256)
 
 
-def test_a_frame_of_another_shape_is_stretched_bilinear_to_the_model_size():
+def test_a_frame_of_another_shape_is_stretched_to_the_model_size_averaging_its_pixels():
     seg = load_segmenter("landscape", "int8")
     rgb = np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8)
-    expected = cv2.resize(rgb, (256, 144), interpolation=cv2.INTER_LINEAR)
+    expected = cv2.resize(rgb, (256, 144), interpolation=cv2.INTER_AREA)
     assert np.array_equal(seg.preprocess(rgb), seg.preprocess(expected))
 
 

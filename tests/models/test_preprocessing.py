@@ -29,7 +29,7 @@ def test_on_16_9_frames_the_app_finds_the_person_far_better_than_before(wide_sco
 
 
 def test_letterboxing_16_9_into_the_square_model_is_worse_than_the_app(wide_scores):
-    assert wide_scores[LETTERBOX].iou_mean < wide_scores[APP].iou_mean - 0.02
+    assert wide_scores[LETTERBOX].iou_mean < wide_scores[APP].iou_mean - 0.015
 
 
 def test_the_model_wants_values_in_0_1_not_minus_1_1(wide_scores):
