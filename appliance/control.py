@@ -61,13 +61,13 @@ class ProtocolError(ValueError):
 
 
 def _recv_exact(sock: socket.socket, size: int, deadline: float | None = None) -> bytes:
-    """`size` bytes; with a `deadline` (time.monotonic()), socket.timeout once it has passed."""
+    """`size` bytes; with a `deadline` (time.monotonic()), TimeoutError once it has passed."""
     chunks = []
     while size:
         if deadline is not None:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise socket.timeout("message not complete before its deadline")
+                raise TimeoutError("message not complete before its deadline")
             sock.settimeout(left)
         chunk = sock.recv(min(size, 1 << 20))
         if not chunk:
@@ -88,7 +88,7 @@ def recv_message(sock: socket.socket, deadline_s: float | None = None) -> tuple[
     """Read one message. EOFError on a clean close before a message starts.
 
     The first byte may take as long as the socket's timeout allows; with `deadline_s` the rest of
-    the message must follow within that many seconds (socket.timeout otherwise).
+    the message must follow within that many seconds (TimeoutError otherwise).
     """
     first = _recv_exact(sock, 1)
     deadline = time.monotonic() + deadline_s if deadline_s is not None else None

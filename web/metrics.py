@@ -9,7 +9,8 @@ left out rather than reported as 0. When the daemon does not answer, `blurcam_up
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 from flask import Blueprint, Response, current_app
 from prometheus_client import CollectorRegistry, generate_latest

@@ -10,8 +10,7 @@ from pathlib import Path
 
 import waitress
 
-from appliance.cli import (DEFAULT_CONTROL_SOCKET, DEFAULT_FLEET_FILE, DEFAULT_WEB_STATE_DIR,
-                           add_web_arguments)
+from appliance.cli import DEFAULT_CONTROL_SOCKET, DEFAULT_FLEET_FILE, DEFAULT_WEB_STATE_DIR, add_web_arguments
 
 from . import MAX_REQUEST_BYTES, create_app
 
