@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 import tomllib
 from pathlib import Path
@@ -20,7 +19,7 @@ from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationEr
 from pydantic_core import PydanticCustomError
 
 from appliance import controls
-from appliance.storage import remove_durably, remove_stale_temp_files, write_atomically
+from appliance.storage import remove_durably, remove_stale_temp_files, set_aside, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -218,9 +217,8 @@ class SettingsStore:
             return user
         except (ValueError, SettingsError) as exc:
             # A damaged file must not brick the camera: keep it for inspection, run on defaults.
-            broken = self.path.with_suffix(".json.broken")
-            os.replace(self.path, broken)
-            log.error("settings file %s unreadable (%s); moved to %s", self.path, exc, broken)
+            kept = set_aside(self.path, self.path.with_suffix(".json.broken"))
+            log.error("settings file %s unreadable (%s); %s", self.path, exc, kept)
             return {}
 
     @property

@@ -123,6 +123,16 @@ def remove_durably(path: Path, what: str = "the file") -> bool:
     return True
 
 
+def set_aside(path: Path, broken: Path) -> str:
+    """Move a damaged file out of the way, kept for inspection; on storage that cannot do that
+    (read-only), leave it where it is. Says which, for the log: the caller goes on either way."""
+    try:
+        os.replace(path, broken)
+        return f"moved to {broken}"
+    except OSError as exc:
+        return f"left in place ({plain_reason(exc)})"
+
+
 def remove_stale_temp_files(directory: Path, targets: tuple[str, ...]) -> list[str]:
     """Delete the temp files a power cut or crash left beside `targets` in `directory`.
 

@@ -14,7 +14,6 @@ import collections
 import hashlib
 import hmac
 import logging
-import os
 import secrets
 import threading
 import time
@@ -27,7 +26,7 @@ from flask_wtf.csrf import generate_csrf
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from appliance import fleet
-from appliance.storage import StorageError, write_atomically
+from appliance.storage import StorageError, set_aside, write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -126,9 +125,8 @@ class PasswordStore:
         if stored.startswith(_HASH_PREFIXES):
             return stored
         # A damaged file must not lock the owner out for good: set it aside, start afresh.
-        broken = self.path.with_name(PASSWORD_FILE + ".broken")
-        os.replace(self.path, broken)
-        log.error("%s is not a password hash; moved to %s", self.path, broken)
+        kept = set_aside(self.path, self.path.with_name(PASSWORD_FILE + ".broken"))
+        log.error("%s is not a password hash; %s", self.path, kept)
         return None
 
     def _store(self, new_hash: str) -> None:

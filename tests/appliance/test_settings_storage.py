@@ -90,3 +90,16 @@ def test_a_reset_forgets_user_changes_but_fleet_defaults_still_apply(tmp_path):
     assert heard == [("blur", "none"), ("none", "blur")]
     assert list(state.iterdir()) == []
     assert SettingsStore(state, fleet).current == Settings(blur_strength=30)
+
+
+@needs_faults
+def test_a_damaged_settings_file_on_read_only_storage_does_not_stop_the_camera():
+    def scenario(directory: Path) -> dict:
+        (directory / "settings.json").write_text('{"blur_strength": ')
+        faultfs.remount(directory, read_only=True)
+        store = SettingsStore(directory)
+        return {"current": store.current, "names": sorted(p.name for p in directory.iterdir())}
+
+    out = faultfs.in_private_tmpfs(scenario)
+    assert out["current"] == Settings()
+    assert out["names"] == ["settings.json"]  # could not be set aside; kept for inspection

@@ -6,6 +6,7 @@ a private mount namespace; the test fills it up or remounts it read-only from ou
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import sys
@@ -98,3 +99,30 @@ def test_no_temp_file_is_left_behind_by_the_failed_writes(camera):
     cam, disk, _ = camera
     leftovers = disk.run(["find", str(disk.mountpoint), "-name", ".*.tmp-*"])
     assert leftovers.returncode == 0 and leftovers.stdout == ""
+
+
+def _page_on_read_only_storage(directory: Path) -> dict:
+    """The page starting on read-only storage, with no password or session key saved yet."""
+    import logging
+
+    from web import create_app
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("web").addHandler(handler)
+    faultfs.remount(directory, read_only=True)
+    app = create_app({"STATE_DIR": directory, "CONTROL_SOCKET": directory / "none.sock"})
+    generated = re.search(r"Generated one for the settings page: (\S+)", " ".join(records))
+    login = app.test_client().post("/api/login", json={"password": generated[1] if generated else ""})
+    return {"login": login.status_code, "log": records, "names": sorted(os.listdir(directory))}
+
+
+def test_on_read_only_storage_the_page_still_starts_and_says_what_it_could_not_keep():
+    out = faultfs.in_private_tmpfs(_page_on_read_only_storage)
+    assert out["login"] == 200, out["log"]
+    assert out["names"] == []
+    text = " ".join(out["log"])
+    assert "valid until the settings page restarts: Password not saved: the device's storage is " \
+           "read-only" in text
+    assert "Session key not saved: the device's storage is read-only. Nothing was changed. " \
+           "Logins will end when the settings page restarts." in text
