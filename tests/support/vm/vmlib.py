@@ -27,7 +27,8 @@ MODULES = ("virtio_pci", "9pnet_virtio", "9p", "configfs", "libcomposite", "usb_
            "usb_f_ncm", "uvcvideo", "usbip-vudc", "vhci-hcd")
 HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static",
               "usbipd": "usbip", "v4l2-compliance": "v4l-utils", "depmod": "kmod",
-              "cpio": "cpio", "dpkg-deb": "dpkg", "apt-get": "apt"}
+              "cpio": "cpio", "dpkg-deb": "dpkg", "apt-get": "apt",
+              "mkfs.ext4": "e2fsprogs", "dmsetup": "dmsetup"}
 
 
 DEBIAN_VERSION_FILE = "blurcam-debian-version"  # written beside the unpacked kernel
@@ -43,6 +44,18 @@ def missing_tools() -> list[str]:
     found_busybox = Path("/bin/busybox").exists()
     return sorted({pkg for tool, pkg in HOST_TOOLS.items()
                    if not (shutil.which(tool) or (tool == "busybox" and found_busybox))})
+
+
+def unavailable() -> str | None:
+    """Why a VM test cannot run on this machine (None when it can)."""
+    if os.uname().machine != "x86_64":
+        return "the VM boots an x86_64 Debian kernel"
+    if os.geteuid() != 0:
+        return "needs root (the VM's 9p share of / must write as root)"
+    missing = missing_tools()
+    if missing:
+        return f"missing Debian packages: {' '.join(missing)} (tools/system-deps.sh installs them)"
+    return None
 
 
 def _run(cmd: list[str], cwd: Path | None = None) -> str:
@@ -237,12 +250,16 @@ def build_initramfs(modules_dir: Path, version: str, cache: Path = CACHE,
     return out
 
 
-def run_vm(script: Path, run_dir: Path, timeout: float = 900, memory_mb: int = 2048,
-           cpus: int = 2, modules: tuple[str, ...] = MODULES,
-           extra_modules: tuple[Path, ...] = (), cpu_model: str = "max") -> subprocess.CompletedProcess:
-    """Boot the VM, run `script` (a shell script on the host filesystem) inside it via chroot,
-    its output going to run_dir/guest.log. Returns qemu's result (console in run_dir/console.log).
-    /init loads `modules` (the kernel's own) and then `extra_modules` (.ko files built for it)."""
+def qemu_command(script: Path, run_dir: Path, memory_mb: int = 2048, cpus: int = 2,
+                 modules: tuple[str, ...] = MODULES, extra_modules: tuple[Path, ...] = (),
+                 cpu_model: str = "max", disks: tuple[Path, ...] = (),
+                 report_file: Path | None = None) -> list[str]:
+    """The qemu command line of a VM that runs `script` (see run_vm).
+
+    `disks`: raw disk images, attached as virtio disks /dev/vda, /dev/vdb, ... in this order.
+    `report_file`: the VM's second serial port /dev/ttyS1 is written to this host file as it
+    happens, so whatever the guest reported there survives QEMU being killed (unlike files on
+    the 9p share, which the guest may still hold in its page cache)."""
     vmlinuz, modules_dir, version = prepare_kernel()
     initramfs = build_initramfs(modules_dir, version, modules=modules, extra_modules=extra_modules)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -255,6 +272,21 @@ def run_vm(script: Path, run_dir: Path, timeout: float = 900, memory_mb: int = 2
            "-smp", str(cpus), "-uuid", VM_UUID, "-nographic", "-no-reboot", "-nic", "none",
            "-kernel", str(vmlinuz), "-initrd", str(initramfs), "-append", cmdline,
            "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,multidevs=remap"]
+    for disk in disks:
+        cmd += ["-drive", f"file={disk},format=raw,if=virtio,cache=writeback"]
+    if report_file is not None:
+        cmd += ["-serial", "mon:stdio", "-serial", f"file:{report_file}"]
+    return cmd
+
+
+def run_vm(script: Path, run_dir: Path, timeout: float = 900, memory_mb: int = 2048,
+           cpus: int = 2, modules: tuple[str, ...] = MODULES,
+           extra_modules: tuple[Path, ...] = (), cpu_model: str = "max",
+           disks: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+    """Boot the VM, run `script` (a shell script on the host filesystem) inside it via chroot,
+    its output going to run_dir/guest.log. Returns qemu's result (console in run_dir/console.log).
+    /init loads `modules` (the kernel's own) and then `extra_modules` (.ko files built for it)."""
+    cmd = qemu_command(script, run_dir, memory_mb, cpus, modules, extra_modules, cpu_model, disks)
     with open(run_dir / "console.log", "wb") as console:
         try:
             return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=console,

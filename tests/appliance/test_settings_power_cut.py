@@ -1,0 +1,68 @@
+"""Power cuts while the daemon saves settings, in a VM with a real ext4 disk (tests/support/vm/
+power_cut.py): after every cut the filesystem checks clean, the settings file holds the last
+acknowledged write or the one in flight (never older, never torn) and the daemon starts on it.
+
+BLURCAM_POWER_CUTS sets how many cuts (default 5); BLURCAM_POWER_CUT_SEED repeats a run's timing.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import time
+
+import pytest
+
+from tests.support.vm import power_cut, vmlib
+
+pytestmark = pytest.mark.vm
+
+RUNS = vmlib.CACHE / "power-cut-runs"
+TABLE = vmlib.CACHE / "last-power-cut-table.md"
+
+
+@pytest.fixture(scope="module")
+def cuts() -> list[power_cut.Cut]:
+    reason = vmlib.unavailable()
+    if reason:
+        pytest.skip(reason)
+    count = int(os.environ.get("BLURCAM_POWER_CUTS", "5"))
+    seed = int(os.environ.get("BLURCAM_POWER_CUT_SEED", random.randrange(1 << 30)))
+    shutil.rmtree(RUNS, ignore_errors=True)  # keep only the newest run (disk image and logs)
+    run_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True)
+    disk = power_cut.make_data_disk(run_dir / "data.img")
+    started = time.monotonic()
+    outcomes = power_cut.run_power_cuts(disk, count, run_dir, seed=seed)
+    TABLE.write_text(f"{count} power cuts in {time.monotonic() - started:.0f} s (seed {seed}, "
+                     f"run {run_dir})\n\n{power_cut.table(outcomes)}\n")
+    print("\n" + TABLE.read_text())
+    return outcomes
+
+
+def _table() -> str:
+    return TABLE.read_text()
+
+
+def test_every_cut_leaves_the_last_acknowledged_or_the_in_flight_settings(cuts):
+    assert all(c.verdict in ("last acknowledged", "in flight") for c in cuts), _table()
+
+
+def test_the_filesystem_checks_clean_after_every_cut(cuts):
+    # e2fsck may replay the journal and recount the free-space totals (ext4 writes those back
+    # lazily); anything else it repairs is damage.
+    assert all(c.fsck_rc in (0, 1) and c.fsck_damage == [] for c in cuts), _table()
+
+
+def test_the_daemon_starts_after_every_cut_with_what_the_file_holds(cuts):
+    assert all(c.loaded_by_daemon == c.file_write for c in cuts), _table()
+
+
+def test_temp_files_a_cut_leaves_are_removed_when_the_daemon_starts(cuts):
+    assert all(c.temp_files_after_start == [] for c in cuts), _table()
+
+
+def test_every_cut_fell_in_the_middle_of_a_stream_of_writes_none_refused(cuts):
+    assert len(cuts) >= 5
+    assert all(c.acked >= 1 and c.refused == [] for c in cuts), _table()
