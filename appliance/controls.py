@@ -57,6 +57,9 @@ class ImageControl:
     software: bool = False  # adjust.py applies it when the camera does not
     choices: Mapping[int, str] | None = None  # only these values (mode-like controls), with labels
     hint: str = ""
+    # (control, value): this one acts only while that control has that value, e.g. the exposure
+    # time only with manual exposure. The camera is not sent it otherwise; the page dims it.
+    applies_when: tuple[str, int] | None = None
 
     def accepts(self, value: int) -> bool:
         if self.choices is not None:
@@ -86,6 +89,31 @@ def around_camera_default(value: int, camera: CameraRange) -> float:
     return default + (hi - default) * (value - 100) / 100.0
 
 
+def tenth(value: int, _camera: CameraRange) -> float:
+    return value / 10.0
+
+
+def hundredth(value: int, _camera: CameraRange) -> float:
+    return value / 100.0
+
+
+# libcamera's AwbMode presets (AwbIncandescent .. AwbCloudy) by the colour temperature they stand for.
+AWB_PRESETS = ((2900, 1), (3600, 2), (4800, 3), (6000, 5), (99999, 6))
+
+
+def awb_preset(kelvin: int, _camera: CameraRange) -> int:
+    """A manual colour temperature -> the Pi's nearest white-balance preset (it has no Kelvin control)."""
+    return next(mode for limit, mode in AWB_PRESETS if kelvin < limit)
+
+
+def flicker(value: int, _camera: CameraRange) -> dict[str, int]:
+    """UVC power line frequency (0 off, 1 50 Hz, 2 60 Hz) -> AeFlickerMode and its period in µs:
+    exposure in whole periods of the lights' flicker (twice the mains frequency)."""
+    if value == 0:
+        return {"AeFlickerMode": 0}
+    return {"AeFlickerMode": 1, "AeFlickerPeriod": 10000 if value == 1 else 8333}
+
+
 # --- the table -----------------------------------------------------------------------------------
 
 CONTROLS: tuple[ImageControl, ...] = (
@@ -97,6 +125,36 @@ CONTROLS: tuple[ImageControl, ...] = (
                  Uvc("processing", 0x07, 3), "Saturation", per_hundred, software=True),
     ImageControl("sharpness", "Sharpness", 0, 200, 100, 100,
                  Uvc("processing", 0x08, 4), "Sharpness", around_camera_default, software=True),
+    # The camera's own controls (a Pi camera through libcamera): nothing can do them in software,
+    # so a camera without them shows them as unavailable. Values are the UVC ones.
+    ImageControl("exposure_mode", "Exposure", 1, 2, 2, 2,
+                 Uvc("camera", 0x02, 1, size=1, resolution=0x03), "AeEnable", lambda v, _c: v == 2,
+                 choices={2: "Auto", 1: "Manual"}),
+    ImageControl("exposure_time", "Exposure time", 1, 3333, 200, 200,
+                 Uvc("camera", 0x04, 3, size=4), "ExposureTime", lambda v, _c: v * 100,
+                 hint="In 0.1 ms (200 = 1/50 s), with manual exposure.", applies_when=("exposure_mode", 1)),
+    ImageControl("exposure_compensation", "Exposure compensation", -20, 20, 0, 0,
+                 None, "ExposureValue", tenth,
+                 hint="Brighter or darker than automatic exposure, in tenths of a stop.",
+                 applies_when=("exposure_mode", 2)),
+    ImageControl("white_balance_auto", "White balance", 0, 1, 1, 1,
+                 Uvc("processing", 0x0B, 12, size=1), "AwbMode", lambda _v, _c: 0,
+                 choices={1: "Auto", 0: "Preset"}, applies_when=("white_balance_auto", 1)),
+    ImageControl("white_balance_temperature", "Colour temperature", 2500, 7500, 5000, 5000,
+                 Uvc("processing", 0x0A, 6, resolution=100), "AwbMode", awb_preset,
+                 hint="Kelvin: 2800 bulbs, 3200 halogen, 4000 office lights, 5500 daylight, "
+                      "6500 cloudy sky.", applies_when=("white_balance_auto", 0)),
+    ImageControl("power_line_frequency", "Anti-flicker", 0, 2, 0, 0,
+                 Uvc("processing", 0x05, 10, size=1), "AeFlickerMode", flicker,
+                 choices={0: "Off", 1: "50 Hz", 2: "60 Hz"},
+                 hint="The mains frequency where you are, against banding under lights."),
+    ImageControl("focus_auto", "Focus", 0, 1, 1, 1,
+                 Uvc("camera", 0x08, 17, size=1), "AfMode", lambda v, _c: 2 if v else 0,
+                 choices={1: "Auto (continuous)", 0: "Manual"}),
+    ImageControl("focus_position", "Focus distance", 0, 1000, 100, 100,
+                 Uvc("camera", 0x06, 5), "LensPosition", hundredth,
+                 hint="In 1/100 dioptre: 0 far away, 100 at 1 m, 200 at 50 cm, 500 at 20 cm.",
+                 applies_when=("focus_auto", 0)),
 )
 
 BY_NAME: dict[str, ImageControl] = {c.name: c for c in CONTROLS}
@@ -116,8 +174,13 @@ def libcamera_values(values: Mapping[str, int], advertised: Mapping[str, CameraR
     for c in CONTROLS:
         if c.name not in values or c.libcamera not in advertised or c.to_libcamera is None:
             continue
+        if c.applies_when is not None and values.get(c.applies_when[0]) != c.applies_when[1]:
+            continue
         camera = advertised[c.libcamera]
         value = c.to_libcamera(values[c.name], camera)
+        if isinstance(value, dict):  # a setting that takes several libcamera controls
+            out.update({k: v for k, v in value.items() if k in advertised})
+            continue
         lo, hi = camera[0], camera[1]
         if isinstance(value, (int, float)) and lo is not None and hi is not None:
             value = min(max(value, lo), hi)

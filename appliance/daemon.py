@@ -379,6 +379,9 @@ class Controller:
             "frame_ms": round(runner.frame_ms, 2) if runner else None,
             "latency_ms": round(runner.latency_ms, 1) if runner else None,
             "source": self._source.name if self._source else self.source_spec,
+            # The image controls the camera applies itself; None until it has been opened.
+            "camera_controls": (sorted(getattr(self._source, "hardware_controls", ()))
+                                if self._source is not None else None),
             "stream_format": str(self._stream_format) if self._stream_format else None,
             "host_connected": self._host_connected,
             "uptime_s": round(time.monotonic() - self._started, 1),

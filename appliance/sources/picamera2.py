@@ -185,8 +185,6 @@ class Picamera2Source:
         if "FrameDurationLimits" in advertised:
             frame_us = int(round(1_000_000 / fps))
             wanted["FrameDurationLimits"] = (frame_us, frame_us)
-        if "AfMode" in advertised:  # Camera Module 3: keep the face in focus as it moves
-            wanted["AfMode"] = libcamera.controls.AfModeEnum.Continuous
         config = cam.create_video_configuration(
             main={"size": (width, height), "format": "YUV420"},
             lores={"size": tuple(lores_size), "format": "YUV420"},

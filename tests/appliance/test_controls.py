@@ -15,9 +15,14 @@ from appliance.uvc import requests as r
 from appliance.uvc.formats import offered_formats
 
 # Ranges a Raspberry Pi camera (imx708, Camera Module 3) advertises: (min, max, default).
+# (The Raspberry Pi IPA's list, src/ipa/rpi/common/ipa_base.cpp, with a focus lens.)
 PI_CONTROLS = {"Brightness": (-1.0, 1.0, 0.0), "Contrast": (0.0, 32.0, 1.0),
                "Saturation": (0.0, 32.0, 1.0), "Sharpness": (0.0, 16.0, 1.0),
-               "AfMode": (0, 2, 0), "FrameDurationLimits": (33333, 120000, None)}
+               "AeEnable": (False, True, None), "ExposureTime": (26, 66666, None),
+               "ExposureValue": (-8.0, 8.0, 0.0), "AeFlickerMode": (0, 1, 0), "AeFlickerPeriod": (100, 1000000, None),
+               "AwbEnable": (False, True, None), "AwbMode": (0, 7, 0),
+               "AfMode": (0, 2, 0), "LensPosition": (0.0, 32.0, 1.0),
+               "FrameDurationLimits": (33333, 120000, None)}
 NEUTRAL = {"brightness": 0, "contrast": 100, "saturation": 100, "sharpness": 100}
 
 # Rows as the camera-control and framing work will add them: a mode-like control with named
@@ -40,7 +45,7 @@ def test_every_row_is_a_settings_field_with_the_rows_range_and_default():
         for bad in (c.minimum - 1, c.maximum + 1):
             with pytest.raises(SettingsError) as err:
                 settings.validate({c.name: bad})
-            assert f"{c.minimum}..{c.maximum}" in err.value.errors[c.name]
+            assert c.allowed() in err.value.errors[c.name]
     assert settings.image_controls(Settings()) == {c.name: c.default for c in CONTROLS}
 
 
@@ -56,15 +61,18 @@ def test_every_row_with_a_uvc_place_is_advertised_and_answered_with_its_range():
     device = r.Device(formats=offered_formats(["640x360"]))
     state = r.initial_state(device, {})
     for c in CONTROLS:
-        assert c.uvc is not None
+        if c.uvc is None:  # e.g. exposure compensation: UVC has no such control
+            continue
         index = (1 if c.uvc.unit == "camera" else 2) << 8
         for request, want in ((r.GET_MIN, c.minimum), (r.GET_MAX, c.maximum),
                               (r.GET_DEF, c.default), (r.GET_CUR, c.default)):
             _, reply = r.handle_setup(device, state, r.Setup(0xA1, request, c.uvc.selector << 8,
                                                              index, c.uvc.size))
             assert reply.data == want.to_bytes(c.uvc.size, "little", signed=c.uvc.signed), (c.name, request)
-    advertised = r.bm_controls(r.WANTED_CONTROLS, "processing", 2)
-    assert int.from_bytes(advertised, "little") == sum(1 << c.uvc.bit for c in CONTROLS if c.uvc)
+    for unit, size in (("camera", 3), ("processing", 2)):
+        advertised = r.bm_controls(r.WANTED_CONTROLS, unit, size)
+        assert int.from_bytes(advertised, "little") == sum(1 << c.uvc.bit for c in CONTROLS
+                                                           if c.uvc and c.uvc.unit == unit)
 
 
 def test_two_rows_sharing_a_uvc_control_are_read_and_set_together():
@@ -135,14 +143,45 @@ def test_controls_the_camera_does_not_advertise_are_left_to_the_pipeline():
     virtual = {"FaceDetectMode": (0, 1, 0), "FrameDurationLimits": (33333, 33333, 33333)}
     assert libcamera_values(NEUTRAL | {"brightness": 50}, virtual) == {}
     assert applied_by_camera(virtual) == frozenset()
-    assert applied_by_camera(PI_CONTROLS) == {"brightness", "contrast", "saturation", "sharpness"}
+    assert applied_by_camera(PI_CONTROLS) == set(controls.NAMES)  # Camera Module 3 has them all
 
 
-def test_the_settings_page_has_one_control_per_row_in_the_picture_section():
+def test_the_settings_page_has_one_control_per_row_picture_or_camera():
     from web.views import SECTIONS
-    picture = dict(SECTIONS)["Picture"]
-    assert [c.name for c in picture if c.name in controls.NAMES] == list(controls.NAMES)
-    for c in picture:
-        if c.name in controls.BY_NAME:
-            row = controls.BY_NAME[c.name]
-            assert (c.label, c.minimum, c.maximum) == (row.label, row.minimum, row.maximum)
+    sections = {title: section for title, _id, section in SECTIONS}
+    on_page = [c.name for title in ("Picture", "Camera") for c in sections[title] if c.name in controls.NAMES]
+    assert sorted(on_page) == sorted(controls.NAMES)
+    assert [c.name for c in sections["Picture"] if c.name in controls.NAMES] == \
+        [c.name for c in CONTROLS if c.software]
+    for title in ("Picture", "Camera"):
+        for c in sections[title]:
+            if c.name in controls.BY_NAME:
+                row = controls.BY_NAME[c.name]
+                assert (c.label, c.minimum, c.maximum) == (row.label, row.minimum, row.maximum)
+
+
+def test_the_camera_rows_map_onto_the_pi_cameras_controls():
+    manual = {"exposure_mode": 1, "exposure_time": 200, "exposure_compensation": 5,
+              "white_balance_auto": 0, "white_balance_temperature": 3200,
+              "power_line_frequency": 1, "focus_auto": 0, "focus_position": 200}
+    assert libcamera_values(manual, PI_CONTROLS) == {
+        "AeEnable": False, "ExposureTime": 20000,  # 1/50 s; no compensation without auto exposure
+        "AwbMode": 2,  # tungsten
+        "AeFlickerMode": 1, "AeFlickerPeriod": 10000,  # 50 Hz mains: lights flicker at 100 Hz
+        "AfMode": 0, "LensPosition": 2.0}  # 50 cm
+    auto = {**manual, "exposure_mode": 2, "white_balance_auto": 1, "power_line_frequency": 0, "focus_auto": 1}
+    assert libcamera_values(auto, PI_CONTROLS) == {
+        "AeEnable": True, "ExposureValue": 0.5, "AwbMode": 0, "AeFlickerMode": 0, "AfMode": 2}
+    assert libcamera_values({"power_line_frequency": 2}, PI_CONTROLS)["AeFlickerPeriod"] == 8333
+
+
+@pytest.mark.parametrize("kelvin, preset", [(2500, 1), (2899, 1), (3200, 2), (4000, 3), (5500, 5), (7500, 6)])
+def test_a_colour_temperature_picks_the_nearest_white_balance_preset(kelvin, preset):
+    values = {"white_balance_auto": 0, "white_balance_temperature": kelvin}
+    assert libcamera_values(values, PI_CONTROLS) == {"AwbMode": preset}
+
+
+def test_a_camera_without_focus_applies_the_others_and_leaves_focus_unavailable():
+    no_lens = {k: v for k, v in PI_CONTROLS.items() if k not in ("AfMode", "LensPosition")}
+    assert applied_by_camera(no_lens) == set(controls.NAMES) - {"focus_auto", "focus_position"}
+    assert "AfMode" not in libcamera_values({"focus_auto": 1}, no_lens)

@@ -201,3 +201,18 @@ def test_framing_crops_in_software_because_the_virtual_camera_has_no_scaler_crop
     alpha = cv2.resize(framed["alpha"].astype(np.float32), (w, h)) > 0.5
     person = truth > 0.5
     assert (alpha & person).sum() / (alpha | person).sum() > 0.9
+
+
+def test_the_cameras_own_controls_are_unavailable_on_a_camera_without_them(rootfs, scenes, tmp_path):
+    """Exposure, white balance, anti-flicker and focus set to manual values before and while the
+    camera runs. libcamera's virtual pipeline advertises none of their controls (a Pi camera's IPA
+    does: tests/appliance/test_controls.py maps onto its list), so none is sent, the source does
+    not claim them (the page shows them as unavailable) and frames keep coming."""
+    from appliance import controls
+    result = probe(rootfs, tmp_path, scenes[0], "controls", "5")
+    camera_rows = {c.name for c in controls.CONTROLS if not c.software}
+    wanted = {c.libcamera for c in controls.CONTROLS if not c.software}
+    assert not wanted & set(result["advertised_controls"]), result["advertised_controls"]
+    assert result["sent"] == []
+    assert not camera_rows & set(result["hardware_controls"])
+    assert result["frames_after"][0] > result["frames_before"][-1]

@@ -144,7 +144,7 @@ def test_control_value_out_of_range_is_refused_and_error_code_says_out_of_range(
 
 @pytest.mark.parametrize("setup_hex,code", [
     ("a1 81 00 09 00 02 02 00", r.ErrorCode.INVALID_CONTROL),   # gamma: not advertised
-    ("a1 81 00 04 00 01 04 00", r.ErrorCode.INVALID_CONTROL),   # camera terminal: exposure abs
+    ("a1 81 00 09 00 01 02 00", r.ErrorCode.INVALID_CONTROL),   # camera terminal: iris abs
     ("a1 81 00 02 00 07 02 00", r.ErrorCode.INVALID_UNIT),      # entity 7 does not exist
     ("a1 81 00 02 00 02 01 00", r.ErrorCode.INVALID_REQUEST),   # brightness with wLength 1
     ("a1 81 00 01 01 00 0a 00", r.ErrorCode.INVALID_REQUEST),   # probe with wLength 10
@@ -200,21 +200,26 @@ def test_every_possible_request_on_the_control_interface_answers_or_stalls(tmp_p
     for request in range(256):
         for selector in range(16):
             for entity in (0, 1, 2, 3):
-                for length in (1, 2, 34):
+                for length in (1, 2, 4, 34):
                     rtype = 0xA1 if request & 0x80 else 0x21
                     setup = r.Setup(rtype, request, selector << 8, entity << 8, length)
                     _, reply = r.handle_setup(DEVICE, fresh(), setup)
                     answered += not reply.stalled
-    # brightness/contrast/saturation/sharpness x (CUR MIN MAX RES DEF INFO LEN SET) + error code
-    assert answered == 4 * 8 + 2
+    # each image control x (CUR MIN MAX RES DEF INFO LEN SET) + the error code control (CUR INFO)
+    assert answered == len(r.WANTED_CONTROLS) * 8 + 2
 
 
 def test_advertised_bitmaps_map_back_to_exactly_the_answered_controls():
     camera = r.bm_controls(r.WANTED_CONTROLS, "camera", 3)
     processing = r.bm_controls(r.WANTED_CONTROLS, "processing", 2)
-    assert camera == b"\x00\x00\x00"
-    assert processing == bytes([0b00011011, 0])
-    assert r.controls_from_bitmaps(camera, processing) == r.WANTED_CONTROLS
+    # Camera terminal: auto-exposure mode (bit 1), exposure time (3), focus (5), autofocus (17).
+    assert camera == bytes([0b00101010, 0, 0b00000010])
+    # Processing unit: brightness, contrast, saturation, sharpness (0, 1, 3, 4), white balance
+    # temperature (6), power line frequency (10), white balance temperature auto (12).
+    assert processing == bytes([0b01011011, 0b00010100])
+    def place(c):
+        return (c.unit, c.bit)
+    assert sorted(r.controls_from_bitmaps(camera, processing), key=place) == sorted(r.WANTED_CONTROLS, key=place)
 
 
 def test_a_bitmap_advertising_a_control_we_do_not_answer_is_an_error():
@@ -222,21 +227,19 @@ def test_a_bitmap_advertising_a_control_we_do_not_answer_is_an_error():
         r.controls_from_bitmaps(b"\x00\x00\x00", bytes([0b00100001, 0]))
 
 
-def test_old_kernel_auto_exposure_bit_is_answered_with_auto_only():
+def test_old_kernel_auto_exposure_bit_is_answered_by_the_exposure_mode_control():
+    """Kernels before 6.3 advertise the auto-exposure bit whatever we want: it is the camera's
+    exposure mode (appliance/controls.py), auto or manual; other modes are refused."""
     device = r.Device(formats=DEVICE.formats,
                       controls=r.controls_from_bitmaps(b"\x02\x00\x00", b"\x01\x00"))
     state = r.initial_state(device, SETTINGS_VALUES)
     _, reply = r.handle_setup(device, state, packet("a1 81 00 02 00 01 01 00"))
-    assert reply.data == b"\x02"
-    state, reply = r.handle_setup(device, state, packet("21 01 00 02 00 01 01 00"))
-    state, effects = r.handle_data(device, state, b"\x01")  # manual: not supported
+    assert reply.data == b"\x02"  # auto
+    _, reply = r.handle_setup(device, state, packet("a1 84 00 02 00 01 01 00"))
+    assert reply.data == b"\x03"  # GET_RES: the modes offered, manual and auto
+    state, _ = r.handle_setup(device, state, packet("21 01 00 02 00 01 01 00"))
+    state, effects = r.handle_data(device, state, b"\x08")  # aperture priority: not offered
     assert state.error_code == r.ErrorCode.OUT_OF_RANGE and effects.changed == {}
-
-
-def test_setting_the_old_kernel_auto_exposure_mode_to_auto_changes_no_setting():
-    device = r.Device(formats=DEVICE.formats,
-                      controls=r.controls_from_bitmaps(b"\x02\x00\x00", b"\x01\x00"))
-    state, _ = r.handle_setup(device, r.initial_state(device, SETTINGS_VALUES),
-                              packet("21 01 00 02 00 01 01 00"))
-    state, effects = r.handle_data(device, state, b"\x02")
-    assert state.error_code == r.ErrorCode.NO_ERROR and effects.changed == {}
+    state, _ = r.handle_setup(device, state, packet("21 01 00 02 00 01 01 00"))
+    state, effects = r.handle_data(device, state, b"\x01")  # manual
+    assert state.error_code == r.ErrorCode.NO_ERROR and effects.changed == {"exposure_mode": 1}

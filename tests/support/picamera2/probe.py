@@ -2,7 +2,7 @@
 project source mounted at /opt/blurcam. Each scenario prints one JSON line (prefixed RESULT) for
 the pytest side, which makes the assertions; arrays go to the output directory as .npz files.
 
-usage: probe.py capture OUT_DIR FRAMES | framing OUT_DIR FRAMES | cycles N | nocamera | busy
+usage: probe.py capture OUT_DIR FRAMES | framing OUT_DIR FRAMES | controls FRAMES | cycles N | nocamera | busy
 """
 
 from __future__ import annotations
@@ -79,6 +79,33 @@ def capture(out_dir: str, count: int) -> None:
     emit({"auto_spec": spec, "auto_reason": reason, "source_name": source.name,
           "lores_size": list(lores_size), "streams": streams, "frames": frames,
           "hardware_controls": hardware, "advertised_controls": advertised})
+
+
+def camera_controls(count: int) -> None:
+    """The camera's own controls (exposure, white balance, anti-flicker, focus) set to manual
+    values before and while the camera runs: what reaches libcamera, and that frames keep coming."""
+    from appliance import controls
+    from appliance.pipeline import FramePipeline
+    from appliance.settings import Settings
+
+    manual = {"exposure_mode": 1, "exposure_time": 100, "white_balance_auto": 0,
+              "white_balance_temperature": 3200, "power_line_frequency": 1, "focus_auto": 0,
+              "focus_position": 200}
+    pipeline = FramePipeline(Settings())
+    source = open_source("picamera2")
+    source.set_controls({**controls.values_of(Settings()), **manual})
+    source.start(*MAIN, FPS, pipeline.lores_size_for(*MAIN))
+    try:
+        before = [source.read().sequence for _ in range(count)]
+        source.set_controls({**manual, "exposure_mode": 2, "focus_auto": 1, "power_line_frequency": 2})
+        after = [source.read().sequence for _ in range(count)]
+        advertised = dict(source._cam.camera_controls)
+        sent = controls.libcamera_values(source._controls, advertised)
+        hardware = sorted(source.hardware_controls)
+    finally:
+        source.stop()
+    emit({"advertised_controls": sorted(advertised), "sent": sorted(sent), "hardware_controls": hardware,
+          "frames_before": before, "frames_after": after})
 
 
 def framing(out_dir: str, count: int) -> None:
@@ -173,6 +200,8 @@ def main(argv: list[str]) -> None:
         capture(argv[1], int(argv[2]))
     elif command == "framing":
         framing(argv[1], int(argv[2]))
+    elif command == "controls":
+        camera_controls(int(argv[1]))
     elif command == "cycles":
         cycles(int(argv[1]))
     elif command == "nocamera":

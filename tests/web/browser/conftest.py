@@ -1,4 +1,8 @@
-"""Headless Chromium (Debian's /usr/bin/chromium) against the real daemon and web process."""
+"""Headless Chromium (Debian's /usr/bin/chromium) against the real daemon and web process.
+
+One daemon (demo camera) and one browser serve the whole session; each test gets a fresh browser
+context, logged in, with the settings reset to their defaults first.
+"""
 
 from __future__ import annotations
 
@@ -20,6 +24,8 @@ CHROMIUM = Path(os.environ.get("BLURCAM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PASSWORD = "browser-test-password"
+DESKTOP = {"width": 1366, "height": 768}
+PHONE = {"width": 390, "height": 844}
 
 
 def free_port() -> int:
@@ -28,7 +34,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 60.0) -> None:
+def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
@@ -44,9 +50,10 @@ def wait_for_http(url: str, process: subprocess.Popen, log: Path, timeout: float
 class Service:
     """A `blurcam ...` command line running in the background, stopped at the end."""
 
-    def __init__(self, args: list[str], workdir: Path):
+    def __init__(self, args: list[str], workdir: Path, password: str | None = PASSWORD):
+        workdir.mkdir(parents=True, exist_ok=True)
         self.log = workdir / "service.log"
-        env = {**os.environ, "BLURCAM_ADMIN_PASSWORD": PASSWORD, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "BLURCAM_ADMIN_PASSWORD": password or "", "PYTHONUNBUFFERED": "1"}
         self.process = subprocess.Popen([sys.executable, "-m", "appliance", *args], env=env,
                                         stdout=self.log.open("wb"), stderr=subprocess.STDOUT,
                                         start_new_session=True)
@@ -68,14 +75,14 @@ def chromium_available():
     pytest.importorskip("playwright.sync_api", reason="needs the playwright python package")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def workdir():
     path = Path(tempfile.mkdtemp(prefix="bc-browser-"))  # short: it holds the control socket
     yield path
     shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def camera(chromium_available, workdir):
     """The real daemon on the demo source, with its settings page as a child process."""
     port = free_port()
@@ -89,15 +96,52 @@ def camera(chromium_available, workdir):
         service.stop()
 
 
-@pytest.fixture
-def browser_context(chromium_available, tmp_path):
+@pytest.fixture(scope="session")
+def browser(chromium_available):
     from playwright.sync_api import sync_playwright
     with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
-        context.set_default_timeout(15_000)
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         try:
-            yield context
+            yield browser
         finally:
-            context.close()
+            browser.close()
+
+
+@pytest.fixture
+def browser_context(browser):
+    context = browser.new_context(viewport=DESKTOP, accept_downloads=True)
+    context.set_default_timeout(20_000)
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def _logged_in_page(context, base: str):
+    from tests.web.browser.helpers import log_in, reset_settings
+    page = context.new_page()
+    page.console_errors = []
+    page.on("console", lambda msg: page.console_errors.append(msg.text) if msg.type == "error" else None)
+    page.on("dialog", lambda dialog: dialog.accept())  # "Reset every setting?" and the like
+    log_in(page, base)
+    reset_settings(page, base)
+    return page
+
+
+@pytest.fixture
+def desktop(camera, browser_context):
+    """The settings page at 1366x768, logged in, every setting at its default."""
+    page = _logged_in_page(browser_context, camera[0])
+    yield page
+    assert not [e for e in page.console_errors if "Content Security Policy" in e], page.console_errors
+
+
+@pytest.fixture
+def phone(camera, browser):
+    """The settings page at 390x844 (a phone), logged in, every setting at its default."""
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    context.set_default_timeout(20_000)
+    try:
+        yield _logged_in_page(context, camera[0])
+    finally:
+        context.close()
