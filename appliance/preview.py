@@ -6,17 +6,29 @@ or all three side by side in one picture ("all": one stream, the three from the 
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
 
 from appliance.control import PREVIEW_VIEWS as VIEWS
 from appliance.encode import MjpegEncoder
 from appliance.frame import rgb_to_i420, split_i420
+from appliance.sources.base import SourceError
 from appliance.text import draw_centered
+
+if TYPE_CHECKING:
+    from appliance.supervisor import Supervisor
 
 WIDTH = 640        # a single view
 TILE_WIDTH = 480   # each of the three in "all"
 QUALITY = 80
+WAIT = 2.0  # how long a preview request waits for a newer frame
+START_WAIT = 10.0  # and, before that, for the pipeline to start (first model load, slow cameras)
+NO_MASK_REASONS = {"none": "No mask: the effect is Off", "privacy": "No mask: the privacy card is on"}
 
 
 def render(latest, view: str, no_mask_reason: str = "") -> bytes:
@@ -75,3 +87,43 @@ def _side_by_side(tiles: list[np.ndarray]) -> np.ndarray:
     vs = np.hstack([p[2] for p in planes])
     # I420 keeps each plane contiguous: the chroma rows of the wide picture are not image rows.
     return np.concatenate([ys.ravel(), us.ravel(), vs.ravel()]).reshape(-1, ys.shape[1])
+
+
+class Previews:
+    """The page's preview: asking keeps the pipeline running (see Supervisor.watch_preview);
+    each frame and view is encoded once, however many pages watch it."""
+
+    def __init__(self, supervisor: Supervisor, effect: Callable[[], str]):
+        self.supervisor = supervisor
+        self._effect = effect  # the effect in force, for the mask view's notice
+        self._lock = threading.Lock()
+        self._cache: dict[str, tuple[object, bytes]] = {}
+
+    def next(self, view: str, after: int, wait: float = WAIT) -> tuple[int, bytes]:
+        """The first frame newer than sequence number `after` (waiting up to `wait` s), as
+        (sequence, JPEG of `view`). With nothing newer in time, the newest frame again with the
+        same number: a streaming client sends a frame only when the number moves on."""
+        if view not in VIEWS:
+            raise ValueError(f"unknown preview view {view!r}: expected {', '.join(VIEWS)}")
+        runner, slot = self.supervisor.watch_preview(START_WAIT)
+        newest, _ = slot.latest()
+        if after > newest:
+            after = 0  # a number from before a restart of the pipeline
+        deadline = time.monotonic() + wait
+        got = slot.get(after, timeout=wait)
+        if got is None and after:
+            got = slot.get(0, timeout=max(0.0, deadline - time.monotonic()))
+        latest = runner.latest
+        if got is None or latest is None:
+            raise SourceError(f"no frame from the camera ({runner.error or 'timed out'})")
+        return got[0], self._jpeg(latest, view)
+
+    def _jpeg(self, latest, view: str) -> bytes:
+        with self._lock:
+            cached = self._cache.get(view)
+            if cached is not None and cached[0] is latest:
+                return cached[1]
+        jpeg = render(latest, view, NO_MASK_REASONS.get(self._effect(), ""))
+        with self._lock:
+            self._cache[view] = (latest, jpeg)
+        return jpeg

@@ -67,7 +67,7 @@ def factory_reset(state_dir: Path, web_state_dir: Path, control_socket: Path,
 
 def reset_files(state_dir: Path, fleet_file: Path | None) -> None:
     """The daemon's part, done on its files while it is not running."""
-    from appliance.daemon import remove_backgrounds
+    from appliance.background_store import remove_backgrounds
     from appliance.settings import SettingsStore
     new = SettingsStore(state_dir, fleet_file).reset()
     remove_backgrounds(state_dir, keep=new.background)

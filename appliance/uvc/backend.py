@@ -14,12 +14,15 @@ from appliance.stream import FrameSlot, StreamFormat
 
 class UvcBackend(Protocol):
     def start_stream(self, fmt: StreamFormat) -> FrameSlot:
-        """Run the pipeline for the format the host committed; encoded frames arrive in the
-        returned slot. The slot is closed when the stream ends or the pipeline cannot run."""
+        """Run the pipeline for the format the host committed. Returns at once, without waiting
+        for the camera: encoded frames arrive in the returned slot once the pipeline runs, and
+        keep arriving there across restarts of a failing camera. The slot is closed by
+        stop_stream() or the next start_stream()."""
         ...
 
     def stop_stream(self) -> None:
-        """The host stopped streaming: let the camera and the model idle again."""
+        """The host stopped streaming: let the camera and the model idle again. Returns at
+        once, without waiting for the pipeline to stop (safe on the UVC event thread)."""
         ...
 
     def image_controls(self) -> dict[str, int]:

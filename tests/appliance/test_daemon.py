@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 import simplejpeg
 
-from appliance import daemon
+from appliance import supervisor
 from appliance.daemon import Controller
 from appliance.settings import Settings, SettingsError
 from appliance.stream import StreamFormat
+from tests.support.waiting import wait_for
 
 
 @pytest.fixture
@@ -37,19 +38,18 @@ def test_a_committed_stream_delivers_frames_of_exactly_that_format_and_stops_on_
     assert controller.status()["state"] == "streaming"
     assert controller.status()["stream_format"] == "MJPEG 1280x720@30"
     controller.stop_stream()
-    assert controller.status()["state"] == "idle"
+    assert wait_for(lambda: controller.status()["state"] == "idle")
+
 
 
 def test_the_preview_shows_original_mask_and_output_then_idles_again(controller, monkeypatch):
-    monkeypatch.setattr(daemon, "PREVIEW_SECONDS", 0.5)
+    monkeypatch.setattr(supervisor, "PREVIEW_SECONDS", 1.5)
     views = {v: simplejpeg.decode_jpeg(controller.preview(v), colorspace="GRAY") for v in ("original", "mask", "output")}
     assert all(img.shape[1] == 640 for img in views.values())
     mask = views["mask"]
     assert mask.max() > 200 and mask.min() < 50  # a person and a background
     assert controller.status()["state"] == "preview"
-    time.sleep(0.7)
-    controller.tick()
-    assert controller.status()["state"] == "idle"
+    assert wait_for(lambda: controller.status()["state"] == "idle")
 
 
 def test_an_unknown_preview_view_is_an_error(controller):
@@ -94,7 +94,7 @@ def test_status_shows_the_live_figures_of_a_running_stream(controller):
     assert 0 < st["latency_p50_ms"] <= st["latency_p95_ms"]
     assert st["mask_age_frames"] == 0 and st["mask_age_ms"] == 0.0  # each frame's own mask
     controller.stop_stream()
-    assert controller.status()["latency_p50_ms"] is None
+    assert wait_for(lambda: controller.status()["latency_p50_ms"] is None)
 
 
 def test_the_daemon_offers_the_uvc_server_exactly_what_its_protocol_names():
@@ -127,3 +127,24 @@ def test_the_host_state_shows_in_the_status(controller):
     assert controller.status()["host_connected"] is True
     controller.set_host_state(False, None)
     assert controller.status()["host_connected"] is False
+
+
+def test_the_daemon_opens_the_camera_only_for_a_host_or_the_preview_and_closes_it_after(tmp_path, monkeypatch):
+    from tests.support.faulty_camera import FaultyCamera
+    camera = FaultyCamera()
+    monkeypatch.setattr("appliance.sources.open_source", lambda spec: camera)
+    monkeypatch.setattr(supervisor, "PREVIEW_SECONDS", 1.5)
+    c = Controller(tmp_path / "state", source_spec="demo")
+    try:
+        time.sleep(1.0)
+        c.status()
+        assert camera.starts == 0, "the camera started with the daemon"
+        c.preview("output")
+        assert camera.starts == 1
+        assert wait_for(lambda: camera.stops == 1), "the camera stayed on after the preview"
+        slot = c.start_stream(StreamFormat("mjpeg", 640, 360, 30))
+        assert slot.get(0, timeout=15) is not None and camera.starts == 2
+        c.stop_stream()
+        assert wait_for(lambda: camera.stops == 2), "the camera stayed on after the host stopped"
+    finally:
+        c.close()

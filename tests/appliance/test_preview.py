@@ -56,9 +56,14 @@ def test_each_request_gets_the_next_new_frame_not_the_same_one_again(demo_contro
     print(f"15 new frames in {elapsed:.2f} s ({15 / elapsed:.1f} fps)")
 
 
-def test_a_frame_number_from_before_a_restart_still_gets_a_frame(demo_controller):
+def test_a_frame_number_from_before_a_restart_still_gets_a_frame(demo_controller, monkeypatch):
+    from appliance import supervisor
+    monkeypatch.setattr(supervisor, "PREVIEW_SECONDS", 1.5)
     seq, _ = demo_controller.preview_next("output", 0)
-    demo_controller.close()  # the pipeline stops (as when the preview times out)
+    deadline = time.monotonic() + 10  # the pipeline stops when the preview times out
+    while demo_controller.status()["state"] != "idle" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert demo_controller.status()["state"] == "idle"
     newer, jpeg = demo_controller.preview_next("output", seq + 1000)
     assert gray(jpeg).shape == (360, 640)
 
