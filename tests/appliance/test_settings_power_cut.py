@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -66,3 +67,25 @@ def test_temp_files_a_cut_leaves_are_removed_when_the_daemon_starts(cuts):
 def test_every_cut_fell_in_the_middle_of_a_stream_of_writes_none_refused(cuts):
     assert len(cuts) >= 5
     assert all(c.acked >= 1 and c.refused == [] for c in cuts), _table()
+
+
+@pytest.mark.skipif(shutil.which("sfdisk") is None or shutil.which("mkfs.ext4") is None,
+                    reason="needs sfdisk and mkfs.ext4 (util-linux/fdisk, e2fsprogs)")
+def test_the_data_partition_of_a_layout_like_the_sd_images_is_found(tmp_path):
+    """DataDisk with a partition (the SD image's p7, a logical partition) finds it for the host's
+    e2fsck/debugfs and names it as the VM sees it: what an image test needs to cut that layout."""
+    image = tmp_path / "sd.img"
+    with open(image, "wb") as f:
+        f.truncate(48 * 1024 * 1024)
+    layout = ("label: dos\nstart=2048, size=8192, type=c\nsize=8192, type=c\nsize=8192, type=c\n"
+              "type=5\nsize=6144, type=83\nsize=6144, type=83\ntype=83\n")
+    subprocess.run(["sfdisk", "-q", str(image)], input=layout, text=True, check=True)
+    disk = power_cut.DataDisk(image, partition=7)
+    spec = disk.host_spec()
+    offset = int(spec.rpartition("offset=")[2])
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "data", "-E", f"offset={offset}", str(image),
+                    "8M"], check=True, capture_output=True)
+    label = subprocess.run(["debugfs", "-R", "stats", spec], capture_output=True, text=True)
+    assert "Filesystem volume name:   data" in label.stdout
+    assert disk.guest_device == "/dev/vda7"
+    assert power_cut.DataDisk(image).guest_device == "/dev/vda"
