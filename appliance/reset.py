@@ -1,9 +1,9 @@
 """Factory reset and password reset, run on the device itself: no login needed.
 
 `blurcam reset` forgets the user's settings (the defaults and the fleet file apply again),
-uploaded backgrounds and the page's presets, and sets a new generated password. A running daemon does its part itself,
-so the camera changes at once; the settings page notices the new password file, and ends every
-session, on its next request. Nothing needs a restart.
+uploaded backgrounds and the page's presets, and sets a new generated password. A running daemon
+does its part itself, so the camera changes at once; the settings page notices the new password
+file, and ends every session, on its next request. Nothing needs a restart.
 
 At boot, `blurcam reset --from-boot-flag /boot/firmware/blurcam-reset` does the same when an
 operator has put that file on the SD card's boot partition from a PC, and leaves the new password

@@ -75,7 +75,8 @@ def test_with_the_daemon_stopped_the_reset_is_done_on_its_files(device):
     (device["state_dir"] / "backgrounds" / "background-0123456789ab.jpg").write_bytes(_picture())
     outcome = factory_reset(**device)
     assert outcome.settings == "settings reset on disk (the camera service was not running)"
-    assert SettingsStore(device["state_dir"], device["fleet_file"]).current == Settings(blur_strength=30)
+    after = SettingsStore(device["state_dir"], device["fleet_file"]).current
+    assert after == Settings(blur_strength=30)
     assert list((device["state_dir"] / "backgrounds").iterdir()) == []
     assert _password_works(device["web_state_dir"], outcome.password)
 
@@ -96,7 +97,8 @@ def test_a_daemon_that_does_not_answer_is_not_reset_behind_its_back(device):
 
 def test_the_page_takes_a_new_password_at_once_and_ends_every_session(device, tmp_path):
     first = set_new_password(device["web_state_dir"])
-    app = create_app({"STATE_DIR": device["web_state_dir"], "CONTROL_SOCKET": device["control_socket"]})
+    app = create_app({"STATE_DIR": device["web_state_dir"],
+                      "CONTROL_SOCKET": device["control_socket"]})
     browser = app.test_client()
     assert browser.post("/api/login", json={"password": first}).status_code == 200
     assert browser.get("/api/schema").status_code == 200
@@ -108,7 +110,8 @@ def test_the_page_takes_a_new_password_at_once_and_ends_every_session(device, tm
 
 def test_a_password_change_on_the_page_does_not_end_its_own_session(device):
     first = set_new_password(device["web_state_dir"])
-    app = create_app({"STATE_DIR": device["web_state_dir"], "CONTROL_SOCKET": device["control_socket"]})
+    app = create_app({"STATE_DIR": device["web_state_dir"],
+                      "CONTROL_SOCKET": device["control_socket"]})
     browser = app.test_client()
     token = browser.post("/api/login", json={"password": first}).json["csrf_token"]
     changed = browser.post("/api/password", json={"current_password": first,
@@ -232,7 +235,8 @@ def test_blurcam_reset_on_a_read_only_disk_says_so_in_one_line(tmp_path):
     command = ["sh", "-c", f'echo "{{\\"mirror\\": true}}" > {state}/settings.json && '
                f'mount -o remount,ro {state} && exec "$@"', "sh",
                sys.executable, "-m", "appliance", "reset", "--state-dir", str(state),
-               "--fleet-file", str(tmp_path / "none"), "--control-socket", str(tmp_path / "no.sock")]
+               "--fleet-file", str(tmp_path / "none"),
+               "--control-socket", str(tmp_path / "no.sock")]
     result = disk.start(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out, err = result.communicate(timeout=120)
     assert result.returncode == 2, out + err

@@ -88,7 +88,7 @@ def _pad_length(n: int) -> int:
     return 20000 + 7919 * n % 40000 if n else 0
 
 
-def test_a_writer_killed_at_random_moments_leaves_the_old_or_the_new_file_never_a_torn_one(tmp_path):
+def test_a_writer_killed_at_random_moments_leaves_the_old_or_the_new_file_never_torn(tmp_path):
     """The process-level crash: SIGKILL in the middle of writes, 30 times. A version that
     writes in place leaves an empty or half-written file here within a few kills."""
     target = tmp_path / "settings.json"
@@ -135,8 +135,8 @@ def test_on_a_full_disk_a_write_fails_in_plain_words_and_the_old_file_stays_whol
                 "names": sorted(p.name for p in directory.iterdir())}
 
     out = faultfs.in_private_tmpfs(scenario, size="64k")
-    assert out["error"] == ("Settings not saved: the device's storage is full. Nothing was changed.",
-                            errno.ENOSPC)
+    assert out["error"] == (
+        "Settings not saved: the device's storage is full. Nothing was changed.", errno.ENOSPC)
     assert out["file"] == b'{"blur_strength": 70}'
     assert out["names"] == ["settings.json"]  # the temp file did not stay behind
 

@@ -77,7 +77,8 @@ def test_a_change_the_disk_cannot_hold_is_a_507_naming_the_cause_and_nothing_cha
             507, f"Background picture not saved: {words}. Nothing was changed.")
         status, body = page.request("POST", "/api/password", {
             "current_password": password, "new_password": "a-new-password"})
-        assert (status, body["detail"]) == (507, f"Password not saved: {words}. Nothing was changed.")
+        assert (status, body["detail"]) == (
+            507, f"Password not saved: {words}. Nothing was changed.")
 
         # Nothing changed: not the running values, not the files, not the password.
         status, current = page.request("GET", "/api/settings")
@@ -113,7 +114,8 @@ def _page_on_read_only_storage(directory: Path) -> dict:
     faultfs.remount(directory, read_only=True)
     app = create_app({"STATE_DIR": directory, "CONTROL_SOCKET": directory / "none.sock"})
     generated = re.search(r"Generated one for the settings page: (\S+)", " ".join(records))
-    login = app.test_client().post("/api/login", json={"password": generated[1] if generated else ""})
+    password = generated[1] if generated else ""
+    login = app.test_client().post("/api/login", json={"password": password})
     return {"login": login.status_code, "log": records, "names": sorted(os.listdir(directory))}
 
 

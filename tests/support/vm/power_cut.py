@@ -13,6 +13,7 @@ wanted: `run_power_cuts(DataDisk(image, partition=7), cuts=50, run_dir=...)`.
 from __future__ import annotations
 
 import json
+import os
 import random
 import re
 import shutil
@@ -77,6 +78,7 @@ class Cut:
 
     number: int
     ready_s: float = 0.0  # boot to daemon ready, the boot that was cut
+    vm_cpu_s: float = 0.0  # CPU time QEMU used for that boot
     acked: int = 0  # writes acknowledged in that boot
     refused: list[str] = field(default_factory=list)  # writes the daemon refused (none expected)
     killed_after_s: float = 0.0  # after the boot's first acknowledged write
@@ -116,9 +118,10 @@ def _read_report(path: Path) -> list[tuple[str, dict]]:
 
 
 def _boot(disk: DataDisk, run_dir: Path, boot: int, first_write: int, mountpoint: Path,
-          delay: float, timeout: float) -> list[tuple[str, dict]]:
+          delay: float, timeout: float) -> tuple[list[tuple[str, dict]], float]:
     """Boot the VM once and SIGKILL it `delay` seconds after its first acknowledged write.
-    Returns what the guest reported."""
+    Returns what the guest reported and the CPU seconds QEMU used (a figure that, unlike the
+    wall time, hardly depends on how busy the machine is)."""
     (run_dir / "plan.json").write_text(json.dumps({
         "boot": boot, "device": disk.guest_device, "mount_options": disk.mount_options,
         "state_subdir": disk.state_subdir, "first_write": first_write,
@@ -148,8 +151,9 @@ def _boot(disk: DataDisk, run_dir: Path, boot: int, first_write: int, mountpoint
         time.sleep(delay)
     finally:
         qemu.send_signal(signal.SIGKILL)  # the power cut
-        qemu.wait()
-    return _read_report(report_file)
+        _, _, usage = os.wait4(qemu.pid, 0)
+        qemu.returncode = -signal.SIGKILL
+    return _read_report(report_file), usage.ru_utime + usage.ru_stime
 
 
 # What e2fsck may find after any unclean stop of ext4 that is not damage: the superblock's
@@ -227,7 +231,8 @@ def _daemon_on_a_copy(disk: DataDisk) -> int | None:
             deadline = time.monotonic() + 120
             while time.monotonic() < deadline and daemon.poll() is None:
                 try:
-                    return _settings_write(json.dumps(ControlClient(sock).get_settings()).encode())[0]
+                    loaded = ControlClient(sock).get_settings()
+                    return _settings_write(json.dumps(loaded).encode())[0]
                 except ControlError:
                     time.sleep(0.2)
             return None
@@ -249,7 +254,7 @@ def run_power_cuts(disk: DataDisk, cuts: int, run_dir: Path, seed: int | None = 
     next_write = 1
     for number in range(1, cuts + 1):
         delay = rng.uniform(*kill_window)
-        report = _boot(disk, run_dir, number, next_write, mountpoint, delay, boot_timeout)
+        report, cpu_s = _boot(disk, run_dir, number, next_write, mountpoint, delay, boot_timeout)
         events = dict(report)  # the last of each kind
         if outcomes:  # this boot's daemon started on what the previous cut left
             outcomes[-1].loaded_by_daemon = _settings_write(
@@ -257,7 +262,8 @@ def run_power_cuts(disk: DataDisk, cuts: int, run_dir: Path, seed: int | None = 
             outcomes[-1].temp_files_after_start = events["READY"]["temp_files"]
         acks = [e["n"] for kind, e in report if kind == "ACK"]
         sends = [e["n"] for kind, e in report if kind == "SEND"]
-        cut = Cut(number=number, ready_s=events["READY"]["t"], acked=len(acks),
+        cut = Cut(number=number, ready_s=events["READY"]["t"], vm_cpu_s=round(cpu_s),
+                  acked=len(acks),
                   refused=[e["message"] for kind, e in report if kind == "ERROR"],
                   killed_after_s=round(delay, 2), last_acked=max(acks),
                   in_flight=sends[-1] if sends[-1] > max(acks) else None)
@@ -271,11 +277,12 @@ def run_power_cuts(disk: DataDisk, cuts: int, run_dir: Path, seed: int | None = 
 
 def table(outcomes: list[Cut]) -> str:
     """The outcomes as a Markdown table, for the log and the notes."""
-    rows = ["| cut | daemon ready (s after boot) | writes acked | cut after (s) | fsck | "
-            "file holds | last acked | in flight | verdict | temp files left | daemon loaded |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| cut | daemon ready (s after boot) | VM CPU (s) | writes acked | cut after (s) | "
+            "fsck | file holds | last acked | in flight | verdict | temp files left | "
+            "daemon loaded |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for c in outcomes:
-        rows.append(f"| {c.number} | {c.ready_s:.0f} | {c.acked} | {c.killed_after_s} | "
+        rows.append(f"| {c.number} | {c.ready_s:.0f} | {c.vm_cpu_s:.0f} | {c.acked} | "
+                    f"{c.killed_after_s} | "
                     f"rc {c.fsck_rc}: {c.fsck_notes} | {c.file_write} | {c.last_acked} | "
                     f"{c.in_flight if c.in_flight is not None else '-'} | {c.verdict} | "
                     f"{len(c.temp_files)} | {c.loaded_by_daemon} |")
