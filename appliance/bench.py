@@ -24,6 +24,7 @@ import time
 from dataclasses import replace
 
 import cv2
+import numpy as np
 
 from appliance.encode import encoder_for
 from appliance.pipeline import FramePipeline, LiveStats, ThreadedPipeline
@@ -74,7 +75,8 @@ def bench_size(width: int, height: int, settings: Settings, frames: int, seconds
     say(f"{width}x{height}: timing each stage over {frames} frames")
     pipeline = FramePipeline(settings)
     lores_size = pipeline.lores_size_for(width, height)
-    clip = moving_clip(width, height, lores_size, fps=LIVE_FPS, seconds_per_scene=max(0.34, frames / 90))
+    # 8 frames of each person: enough variety, and a 1080p clip stays at ~80 MB.
+    clip = moving_clip(width, height, lores_size, fps=LIVE_FPS, seconds_per_scene=8 / LIVE_FPS)
     encoder = encoder_for(StreamFormat("mjpeg", width, height), settings.jpeg_quality)
     cv2.setNumThreads(1)
     try:
@@ -183,7 +185,70 @@ def _fmt(v: float | None) -> str:
     return "-" if v is None else f"{v:.1f}"
 
 
+def carry_study(width: int = 1280, height: int = 720, ages=(1, 2, 3, 5),
+                seconds_per_scene: float = 2.0) -> dict:
+    """Why the pipeline waits for each frame's own mask: on the moving demo clip, the mask IoU
+    against the truth (10th percentile, mean) of a frame's own mask, of an older frame's mask
+    pasted as it is, and of that mask carried forward by optical flow measured on the small
+    images (DIS); and the CPU time of the flow against the model's."""
+    from appliance.selftest import mask_iou
+    cv2.setNumThreads(1)
+    pipeline = FramePipeline(Settings())
+    clip = moving_clip(width, height, pipeline.lores_size_for(width, height), fps=LIVE_FPS,
+                       seconds_per_scene=seconds_per_scene)
+    own = [pipeline.segment(f) for f in clip.frames]
+    grays = [cv2.cvtColor(f.lores, cv2.COLOR_RGB2GRAY) for f in clip.frames]
+    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    h, w = own[0].shape
+    grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
+
+    def carried(i: int, j: int) -> np.ndarray:  # mask j moved to frame i
+        f = flow.calc(grays[i], grays[j], None)  # where each pixel of frame i was in frame j
+        return cv2.remap(own[j], grid_x + f[..., 0], grid_y + f[..., 1], cv2.INTER_LINEAR,
+                         borderMode=cv2.BORDER_REPLICATE)
+
+    def summary(values) -> tuple[float, float]:
+        return round(float(np.percentile(values, 10)), 3), round(float(np.mean(values)), 3)
+
+    per_scene = len(clip) // 3
+    report: dict = {"size": f"{width}x{height}", "own": summary([mask_iou(a, t) for a, t in zip(own, clip.truths)]),
+                    "older": {}}
+    for k in ages:
+        pairs = [(i, i - k) for i in range(k, len(clip)) if i // per_scene == (i - k) // per_scene]
+        report["older"][k] = {"pasted": summary([mask_iou(own[j], clip.truths[i]) for i, j in pairs]),
+                              "carried": summary([mask_iou(carried(i, j), clip.truths[i]) for i, j in pairs])}
+    flow_cpu, model_cpu = [], []
+    segmenter = pipeline.segmenter
+    for i in range(1, min(31, len(clip))):
+        c = time.thread_time()
+        carried(i, i - 1)
+        flow_cpu.append((time.thread_time() - c) * 1000)
+        tensor = segmenter.preprocess(clip.frames[i].lores)
+        c = time.thread_time()
+        segmenter.infer(tensor)
+        model_cpu.append((time.thread_time() - c) * 1000)
+    report["cpu_ms"] = {"flow": round(statistics.median(flow_cpu), 2), "model": round(statistics.median(model_cpu), 2),
+                        "model_name": pipeline.model_key[0], "model_input": f"{w}x{h}"}
+    return report
+
+
+def format_carry(r: dict) -> str:
+    lines = [f"mask IoU vs truth on the moving demo clip, {r['size']}, 10th percentile (mean):",
+             f"  own mask: {r['own'][0]:.3f} ({r['own'][1]:.3f})"]
+    for k, v in r["older"].items():
+        lines.append(f"  mask {k} frame(s) old: pasted {v['pasted'][0]:.3f} ({v['pasted'][1]:.3f}), "
+                     f"carried by flow {v['carried'][0]:.3f} ({v['carried'][1]:.3f})")
+    c = r["cpu_ms"]
+    lines.append(f"CPU per frame: flow and warp {c['flow']:.2f} ms, model {c['model']:.2f} ms "
+                 f"({c['model_name']}, {c['model_input']})")
+    return "\n".join(lines)
+
+
 def main(args) -> int:
+    if getattr(args, "carry", False):
+        report = carry_study()
+        print(json.dumps(report, indent=2) if args.json else format_carry(report))
+        return 0
     sizes = SIZES
     if args.size:
         sizes = tuple(tuple(int(v) for v in s.split("x")) for s in args.size)

@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="only these sizes (repeatable; default 640x480, 1280x720, 1920x1080)")
     bench.add_argument("--frames", type=int, default=60, help="frames timed one by one per size")
     bench.add_argument("--seconds", type=float, default=3.0, help="threaded measurement time per size")
+    bench.add_argument("--carry", action="store_true",
+                       help="instead: own masks vs older masks pasted or carried by optical flow")
     _add_model_args(bench)
 
     status = command("status", help="the running daemon's status: state, fps, timings, USB, temperature")

@@ -39,3 +39,15 @@ def test_bench_json_reports_every_stage_fps_live_figures_and_peak_rss_per_size()
     # At 16:9 the demo's people are framed closer (at 4:3 they already fill the picture).
     framing = report["sizes"]["640x360"]["framing"]
     assert framing["ms"] > 0 and framing["cpu_ms"] > 0
+
+
+def test_the_carry_study_shows_older_masks_misfit_a_moving_person():
+    from appliance.bench import carry_study, format_carry
+    r = carry_study(640, 360, ages=(3,), seconds_per_scene=0.5)
+    own, older = r["own"][0], r["older"][3]
+    # The premise of waiting for each frame's own mask: pasted three frames late, the mask of a
+    # swaying person fits clearly worse at the 10th percentile.
+    assert older["pasted"][0] < own - 0.04
+    assert older["carried"][0] > older["pasted"][0]
+    assert r["cpu_ms"]["flow"] > 0 and r["cpu_ms"]["model"] > 0
+    assert "carried by flow" in format_carry(r)
