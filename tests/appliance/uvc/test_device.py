@@ -55,34 +55,40 @@ def test_the_test_daemon_speaks_the_uvc_backend_protocol():
     assert_implements(SlowStartingDaemon, UvcBackend)
 
 
+def wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
 def server_for(daemon: SlowStartingDaemon, tmp_path) -> UvcServer:
     return UvcServer(daemon, "/dev/no-such-video-node", function_dir=tmp_path)
 
 
 def test_a_stop_while_the_camera_is_still_starting_returns_at_once(tmp_path):
-    daemon = SlowStartingDaemon(start_seconds=1.5)
+    daemon = SlowStartingDaemon(start_seconds=3.0)
     server = server_for(daemon, tmp_path)
     server._begin(_Stream(MJPEG_720P, 1 << 20))
-    time.sleep(0.1)  # the feeder is now inside start_stream()
+    wait_until(lambda: daemon.calls)  # the feeder is now inside start_stream()
     began = time.monotonic()
     server._stop_streaming("host stopped streaming")
-    assert time.monotonic() - began < 0.2  # the host's next request is answered meanwhile
+    assert time.monotonic() - began < 1.0  # not the 3 s start: the next request is answered
     server._last_feeder.join(5)
     assert daemon.calls == [("start", "MJPEG 1280x720@30"), ("started", "MJPEG 1280x720@30"), ("stop",)]
 
 
 def test_quick_start_stop_cycles_reach_the_daemon_in_order_and_end_stopped(tmp_path):
-    daemon = SlowStartingDaemon(start_seconds=0.5)
+    daemon = SlowStartingDaemon(start_seconds=2.0)
     server = server_for(daemon, tmp_path)
     began = time.monotonic()
     for fmt in (MJPEG_720P, YUYV_480P, MJPEG_720P):
         server._begin(_Stream(fmt, 1 << 20))
         time.sleep(0.05)
         server._stop_streaming("host stopped streaming")
-    assert time.monotonic() - began < 0.5
+    assert time.monotonic() - began < 1.5  # a blocking stop would take 2 s each
     server._begin(_Stream(YUYV_480P, 1 << 20))  # the stream the host keeps
-    server._last_feeder.join(0.1)
-    time.sleep(2.5)
+    wait_until(lambda: daemon.calls[-1] == ("started", "YUYV 640x480@30"))
     calls = daemon.calls
     # Never a stop overtaking a start: every start is followed by its own stop, and the last
     # stream is the one running.
