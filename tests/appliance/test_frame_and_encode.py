@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import simplejpeg
 
@@ -35,7 +36,17 @@ def test_yuyv_is_packed_422_of_exactly_width_times_height_times_two(portrait):
     yuv = rgb_to_i420(rgb)
     data = YuyvEncoder().encode(yuv)
     assert len(data) == 1280 * 720 * 2
-    packed = np.frombuffer(data, np.uint8)
-    y = split_i420(yuv)[0]
-    assert packed[0] == y[0, 0] and packed[2] == y[0, 1]
-    assert np.array_equal(yuyv_to_i420(data, 1280, 720), yuv)
+    back = yuyv_to_i420(data, 1280, 720)
+    assert np.abs(back.astype(int) - yuv).max() <= 1  # video range keeps 220 of 256 levels
+
+
+def test_a_host_decoding_yuyv_as_bt601_video_range_sees_the_source_colours(portrait):
+    # How uvcvideo's users (OpenCV, GStreamer, Windows) read uncompressed UVC video.
+    rgb, _ = portrait
+    data = YuyvEncoder().encode(rgb_to_i420(rgb))
+    packed = np.frombuffer(data, np.uint8).reshape(720, 1280, 2)
+    host = cv2.cvtColor(packed, cv2.COLOR_YUV2RGB_YUYV)
+    assert np.abs(host.astype(int) - rgb).mean() < 4
+    # Unscaled full-range levels would stretch the contrast by 255/219 (16 %).
+    assert abs(host.std() / rgb.std() - 1) < 0.03
+    assert packed[..., 0].min() >= 16 and packed[..., 0].max() <= 235
