@@ -8,6 +8,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import cv2
@@ -281,7 +282,7 @@ class ThreadedPipeline:
 
     def __init__(self, source, fmt: StreamFormat, pipeline: FramePipeline, slot: FrameSlot,
                  fault: str = "", segment_workers: int | None = None, window: int | None = None,
-                 on_output=None):
+                 on_output: Callable[[Processed], None] | None = None):
         self.source, self.fmt, self.pipeline, self.slot = source, fmt, pipeline, slot
         self._fault = fault
         self.segment_workers = segment_workers or default_segment_workers()
