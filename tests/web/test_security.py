@@ -264,3 +264,17 @@ def test_the_largest_valid_settings_fit_in_one_control_socket_reply(user, demo_c
     biggest_reply = json.dumps({"ok": True, "result": {**settings, "background": "b" * 128}},
                                separators=(",", ":"))
     assert len(biggest_reply.encode()) < MAX_HEADER // 8
+
+
+def test_no_write_endpoint_answers_a_hostile_body_with_a_server_error(app, user):
+    """Every POST/PUT/DELETE the app has, the page helpers' too, with each hostile body."""
+    bodies = [b"[" * 5000 + b"]" * 5000, b'{"a": ' + b"9" * 5001 + b"}", b'{"a": NaN}', b"\xff\xfe", b"{"]
+    writes = [(m, re.sub(r"<[^>]*>", "x", rule.rule)) for rule in app.url_map.iter_rules()
+              for m in sorted(rule.methods & {"POST", "PUT", "PATCH", "DELETE"})]
+    assert ("PUT", "/api/settings") in writes and len(writes) >= 5
+    for method, path in writes:
+        if path in ("/api/logout", "/logout", "/login"):
+            continue
+        for body in bodies:
+            response = user.open(path, method=method, data=body, content_type="application/json")
+            assert response.status_code < 500, (method, path, body[:20], response.data[:300])
