@@ -16,6 +16,7 @@ from pathlib import Path
 
 from flask import Blueprint, current_app, jsonify, request
 
+from appliance import safejson
 from appliance.settings import write_atomically
 from appliance.update import REQUEST_FILE, STATUS_FILE, url_problem
 
@@ -61,7 +62,10 @@ def status():
 @bp.post("")
 def install_from_url():
     """{"url": "https://.../blurcam.raucb"}: the device downloads it."""
-    body = request.get_json(silent=True)
+    try:  # with limits: json.loads on 5000 nested brackets raises RecursionError, a 500
+        body = safejson.loads(request.get_data(cache=False) or b"null")
+    except safejson.JsonError as exc:
+        return _refuse(400, "malformed request", "body", str(exc))
     url = body.get("url") if isinstance(body, dict) else None
     if not isinstance(url, str):
         return _refuse(400, "invalid request", "url", 'send {"url": "http(s)://..."} as JSON')
