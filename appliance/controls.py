@@ -55,6 +55,7 @@ class ImageControl:
     # Settings value and the camera's advertised (min, max, default) -> the libcamera value.
     to_libcamera: Callable[[int, CameraRange], Any] | None = None
     software: bool = False  # adjust.py applies it when the camera does not
+    crop: bool = False  # the framing stage applies it as a crop (appliance/framing.py), on any camera
     choices: Mapping[int, str] | None = None  # only these values (mode-like controls), with labels
     hint: str = ""
     # (control, value): this one acts only while that control has that value, e.g. the exposure
@@ -155,6 +156,17 @@ CONTROLS: tuple[ImageControl, ...] = (
                  Uvc("camera", 0x06, 5), "LensPosition", hundredth,
                  hint="In 1/100 dioptre: 0 far away, 100 at 1 m, 200 at 50 cm, 500 at 20 cm.",
                  applies_when=("focus_auto", 0)),
+    # Zoom and pan/tilt crop the picture (on the sensor where the camera can, else in software:
+    # appliance/framing.py) while auto-framing is off. Zoom is in hundredths (100 = 1x, 300 = 3x);
+    # pan and tilt in arc seconds, as UVC has them: the whole travel of the crop is -10..10 degrees.
+    ImageControl("zoom", "Zoom", 100, 300, 100, 100, Uvc("camera", 0x0B, 9, resolution=10),
+                 hint="In hundredths (200 = 2x); used when auto-framing is off.", crop=True),
+    ImageControl("pan", "Pan", -36000, 36000, 0, 0,
+                 Uvc("camera", 0x0D, 11, size=4, signed=True, offset=0, resolution=3600),
+                 hint="Moves a zoomed-in picture left and right.", crop=True),
+    ImageControl("tilt", "Tilt", -36000, 36000, 0, 0,
+                 Uvc("camera", 0x0D, 11, size=4, signed=True, offset=4, resolution=3600),
+                 hint="Moves a zoomed-in picture up and down.", crop=True),
 )
 
 BY_NAME: dict[str, ImageControl] = {c.name: c for c in CONTROLS}

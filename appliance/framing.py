@@ -284,14 +284,29 @@ class Framer:
 
     @property
     def crop(self) -> Crop:
-        """The current crop in whole, even pixels (I420 chroma needs even offsets and sizes)."""
-        cw, ch = self.canvas
-        cx, cy, width = self._pos
-        w = min(cw, max(2, round(width / 2) * 2))
-        h = min(ch, max(2, round(w * ch / cw / 2) * 2))
-        x = min(max(0, round((cx - w / 2) / 2) * 2), cw - w)
-        y = min(max(0, round((cy - h / 2) / 2) * 2), ch - h)
-        return Crop(x, y, w, h)
+        return even_crop(*self._pos, self.canvas)
+
+
+def manual_crop(canvas: tuple[int, int], zoom: int, pan: int, tilt: int, travel: int) -> Crop:
+    """The crop a host's Zoom and Pan/Tilt controls ask for: `zoom` in hundredths (100 = 1x),
+    `pan`/`tilt` from -travel (left/top edge) to +travel (right/bottom edge)."""
+    cw, ch = canvas
+    width = cw * 100 / max(100, zoom)
+    height = width * ch / cw
+    cx = cw / 2 + (cw - width) / 2 * max(-1.0, min(1.0, pan / travel))
+    cy = ch / 2 + (ch - height) / 2 * max(-1.0, min(1.0, tilt / travel))
+    return even_crop(cx, cy, width, canvas)
+
+
+def even_crop(cx: float, cy: float, width: float, canvas: tuple[int, int]) -> Crop:
+    """The crop centred at (cx, cy), `width` wide with the canvas's aspect ratio, inside the
+    canvas, in whole even pixels (I420 chroma needs even offsets and sizes)."""
+    cw, ch = canvas
+    w = min(cw, max(2, round(width / 2) * 2))
+    h = min(ch, max(2, round(w * ch / cw / 2) * 2))
+    x = min(max(0, round((cx - w / 2) / 2) * 2), cw - w)
+    y = min(max(0, round((cy - h / 2) / 2) * 2), ch - h)
+    return Crop(x, y, w, h)
 
 
 def crop_i420(yuv: np.ndarray, crop: Crop, out: np.ndarray | None = None) -> np.ndarray:

@@ -14,11 +14,11 @@ from dataclasses import dataclass, field, replace
 import cv2
 import numpy as np
 
-from appliance import adjust
+from appliance import adjust, controls
 from appliance.compose import Compositor, mirror
 from appliance.encode import encoder_for
 from appliance.frame import Frame, split_i420
-from appliance.framing import Crop, Framer, SensorCrop, crop_i420, crop_mask
+from appliance.framing import Crop, Framer, SensorCrop, crop_i420, crop_mask, manual_crop
 from appliance.refine import MaskRefiner, guided_upsample, half_size
 from appliance.segment import Segmenter, load_segmenter, model_for
 from appliance.settings import Settings
@@ -137,36 +137,37 @@ class FramePipeline:
 
     def reframe(self, frame: Frame, alpha_low: np.ndarray | None, at: float | None = None,
                 timings: dict[str, float] | None = None, still: bool = False) -> tuple[Frame, np.ndarray | None]:
-        """Auto-framing: the part of the frame the virtual camera shows, and the mask cut the
-        same way, so the effect lines up with the cropped picture. Stateful like `refine`: call
-        once per frame, in frame order; `at` is the frame's time (default its capture time).
-        A `still` picture is framed at once, where the camera would come to rest.
+        """The part of the frame to show, and the mask cut the same way, so the effect lines up
+        with the cropped picture: auto-framing's virtual camera, or (framing off) the crop the
+        Zoom and Pan/Tilt controls ask for. Stateful like `refine`: call once per frame, in frame
+        order; `at` is the frame's time (default its capture time). A `still` picture is framed
+        at once, where the camera would come to rest.
 
         With a camera that crops on the sensor, the frame already shows the crop chosen a few
         frames earlier (`frame.view`) and so does its mask: the new crop goes to the camera and
         the frame passes through untouched."""
         s = self.settings
         sensor = self.sensor_crop if self.sensor_crop is not None and self.sensor_crop.crop_canvas else None
-        if s.framing == "off":
-            if self._framer is not None and sensor is not None:
-                sensor.set_crop(self._framer.full_frame)  # back to the whole picture
-            self._framer = None
-            return frame, alpha_low
-        t = time.perf_counter()
         canvas = sensor.crop_canvas if sensor is not None else (frame.width, frame.height)
-        if self._framer is None or self._framer.canvas != canvas:
-            self._framer = Framer(canvas, s.framing_zoom, s.framing_speed)
-        self._framer.configure(s.framing_zoom, s.framing_speed)
-        when = frame.timestamp if at is None else at
-        if sensor is not None:
-            shown = Crop(*frame.view) if frame.view else self._framer.full_frame
-            sensor.set_crop(self._framer.update(alpha_low, when, view=shown))
-            framed = frame
-        else:
+        t = time.perf_counter()
+        if s.framing == "auto":
+            if self._framer is None or self._framer.canvas != canvas:
+                self._framer = Framer(canvas, s.framing_zoom, s.framing_speed)
+            self._framer.configure(s.framing_zoom, s.framing_speed)
+            shown = Crop(*frame.view) if sensor is not None and frame.view else None
             if still and alpha_low is not None:
-                crop = self._framer.rest_on(alpha_low)
+                crop = self._framer.rest_on(alpha_low, shown)
             else:
-                crop = self._framer.update(alpha_low, when)
+                crop = self._framer.update(alpha_low, frame.timestamp if at is None else at, shown)
+        else:
+            self._framer = None
+            crop = manual_crop(canvas, s.zoom, s.pan, s.tilt, controls.BY_NAME["pan"].maximum)
+        if sensor is not None:
+            sensor.set_crop(crop)  # shows from a few frames on; this frame shows frame.view
+            framed = frame
+        elif (crop.w, crop.h) == canvas:
+            return frame, alpha_low  # the whole picture: nothing to do
+        else:
             framed = replace(frame, yuv=crop_i420(frame.yuv, crop), view=(crop.x, crop.y, crop.w, crop.h))
             alpha_low = None if alpha_low is None else crop_mask(alpha_low, crop, canvas)
         if timings is not None:

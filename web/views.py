@@ -36,7 +36,7 @@ class Control:
     def from_row(cls, row: controls.ImageControl) -> Control:
         return cls(row.name, row.label, "range" if row.choices is None else "choice", row.hint,
                    options={str(v): label for v, label in (row.choices or {}).items()},
-                   needs_camera=not row.software,
+                   needs_camera=not (row.software or row.crop),
                    applies_when=row.applies_when if row.applies_when and row.applies_when[0] != row.name else None)
 
     @property
@@ -84,6 +84,8 @@ SECTIONS: list[tuple[str, str, list[Control]]] = [
         Control("framing_zoom", "Maximum zoom", "range"),
         Control("framing_speed", "Speed", "choice", options={
             "slow": "Slow", "normal": "Normal", "fast": "Fast"}),
+        # The host's Zoom and Pan/Tilt, for when auto-framing is off: crops, so every camera has them.
+        *(Control.from_row(c) for c in controls.CONTROLS if c.crop),
     ]),
     ("Person outline", "outline", [
         Control("mask_threshold", "Person threshold", "range",
@@ -98,7 +100,7 @@ SECTIONS: list[tuple[str, str, list[Control]]] = [
     ]),
     # What only the camera itself can do (a Pi camera through libcamera); the computer sees the
     # same controls as the webcam's own (UVC).
-    ("Camera", "camera", [Control.from_row(c) for c in controls.CONTROLS if not c.software]),
+    ("Camera", "camera", [Control.from_row(c) for c in controls.CONTROLS if not (c.software or c.crop)]),
     ("Model", "model", [
         Control("model", "Segmentation model", "choice", options={
             "auto": "Automatic (landscape for 16:9 formats)", "general": "General",

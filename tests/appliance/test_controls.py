@@ -60,19 +60,19 @@ def test_a_choice_row_accepts_only_its_values_and_says_which_they_are():
 def test_every_row_with_a_uvc_place_is_advertised_and_answered_with_its_range():
     device = r.Device(formats=offered_formats(["640x360"]))
     state = r.initial_state(device, {})
-    for c in CONTROLS:
-        if c.uvc is None:  # e.g. exposure compensation: UVC has no such control
-            continue
-        index = (1 if c.uvc.unit == "camera" else 2) << 8
-        for request, want in ((r.GET_MIN, c.minimum), (r.GET_MAX, c.maximum),
-                              (r.GET_DEF, c.default), (r.GET_CUR, c.default)):
-            _, reply = r.handle_setup(device, state, r.Setup(0xA1, request, c.uvc.selector << 8,
-                                                             index, c.uvc.size))
-            assert reply.data == want.to_bytes(c.uvc.size, "little", signed=c.uvc.signed), (c.name, request)
+    assert {p.name for control in r.WANTED_CONTROLS for p in control.parts} == {c.name for c in CONTROLS if c.uvc}
+    for control in r.WANTED_CONTROLS:  # one UVC control may carry several rows (pan and tilt)
+        index = (1 if control.unit == "camera" else 2) << 8
+        for request, pick in ((r.GET_MIN, "minimum"), (r.GET_MAX, "maximum"), (r.GET_DEF, "default"),
+                              (r.GET_CUR, "default")):
+            _, reply = r.handle_setup(device, state, r.Setup(0xA1, request, control.selector << 8,
+                                                             index, control.size))
+            want = b"".join(getattr(p, pick).to_bytes(p.uvc.size, "little", signed=p.uvc.signed)
+                            for p in control.parts)
+            assert reply.data == want, (control.name, request)
     for unit, size in (("camera", 3), ("processing", 2)):
         advertised = r.bm_controls(r.WANTED_CONTROLS, unit, size)
-        assert int.from_bytes(advertised, "little") == sum(1 << c.uvc.bit for c in CONTROLS
-                                                           if c.uvc and c.uvc.unit == unit)
+        assert int.from_bytes(advertised, "little") == sum({1 << c.uvc.bit for c in CONTROLS if c.uvc and c.uvc.unit == unit})
 
 
 def test_two_rows_sharing_a_uvc_control_are_read_and_set_together():
@@ -143,17 +143,19 @@ def test_controls_the_camera_does_not_advertise_are_left_to_the_pipeline():
     virtual = {"FaceDetectMode": (0, 1, 0), "FrameDurationLimits": (33333, 33333, 33333)}
     assert libcamera_values(NEUTRAL | {"brightness": 50}, virtual) == {}
     assert applied_by_camera(virtual) == frozenset()
-    assert applied_by_camera(PI_CONTROLS) == set(controls.NAMES)  # Camera Module 3 has them all
+    # Camera Module 3 has every control that is a libcamera one (zoom and pan/tilt are crops).
+    assert applied_by_camera(PI_CONTROLS) == {c.name for c in CONTROLS if c.libcamera}
 
 
-def test_the_settings_page_has_one_control_per_row_picture_or_camera():
+def test_the_settings_page_has_one_control_per_row_picture_camera_or_framing():
     from web.views import SECTIONS
     sections = {title: section for title, _id, section in SECTIONS}
-    on_page = [c.name for title in ("Picture", "Camera") for c in sections[title] if c.name in controls.NAMES]
+    on_page = [c.name for title in ("Picture", "Camera", "Framing") for c in sections[title]
+               if c.name in controls.NAMES]
     assert sorted(on_page) == sorted(controls.NAMES)
     assert [c.name for c in sections["Picture"] if c.name in controls.NAMES] == \
         [c.name for c in CONTROLS if c.software]
-    for title in ("Picture", "Camera"):
+    for title in ("Picture", "Camera", "Framing"):
         for c in sections[title]:
             if c.name in controls.BY_NAME:
                 row = controls.BY_NAME[c.name]
@@ -183,5 +185,5 @@ def test_a_colour_temperature_picks_the_nearest_white_balance_preset(kelvin, pre
 
 def test_a_camera_without_focus_applies_the_others_and_leaves_focus_unavailable():
     no_lens = {k: v for k, v in PI_CONTROLS.items() if k not in ("AfMode", "LensPosition")}
-    assert applied_by_camera(no_lens) == set(controls.NAMES) - {"focus_auto", "focus_position"}
+    assert applied_by_camera(no_lens) == {c.name for c in CONTROLS if c.libcamera} - {"focus_auto", "focus_position"}
     assert "AfMode" not in libcamera_values({"focus_auto": 1}, no_lens)

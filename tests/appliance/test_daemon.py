@@ -106,9 +106,10 @@ def test_the_daemon_offers_the_uvc_server_exactly_what_its_protocol_names():
 
 
 def test_a_host_sets_image_controls_through_the_daemon_and_reads_them_back(controller):
-    controller.set_image_controls({"brightness": 37, "sharpness": 150})
+    controller.set_image_controls({"brightness": 37, "sharpness": 150, "zoom": 200})
     from appliance import controls
-    assert controller.image_controls() == {**controls.values_of(Settings()), "brightness": 37, "sharpness": 150}
+    assert controller.image_controls() == {**controls.values_of(Settings()), "brightness": 37,
+                                           "sharpness": 150, "zoom": 200}
     assert controller.status()["controls"]["brightness"] == 37
     assert '"brightness": 37' in controller.settings.path.read_text()
 

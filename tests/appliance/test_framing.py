@@ -321,3 +321,26 @@ def test_a_camera_that_crops_on_its_sensor_gets_the_crop_and_the_pipeline_copies
     pipeline.configure(Settings(effect="replace"))
     pipeline.process(camera.frame(len(clip) - 1))
     assert camera.requests[-1] == Crop(0, 0, 1280, 720)
+
+
+# -- the host's Zoom and Pan/Tilt (framing off) --------------------------------------------------
+def test_zoom_and_pan_tilt_pick_the_crop_a_host_asks_for():
+    from appliance.framing import manual_crop
+    canvas = (1280, 720)
+    assert manual_crop(canvas, 100, 36000, -36000, 36000) == Crop(0, 0, 1280, 720)  # no zoom: no travel
+    assert manual_crop(canvas, 200, 0, 0, 36000) == Crop(320, 180, 640, 360)
+    assert manual_crop(canvas, 200, 36000, -36000, 36000) == Crop(640, 0, 640, 360)  # right, top
+    assert manual_crop(canvas, 200, -18000, 18000, 36000) == Crop(160, 270, 640, 360)  # halfway
+    assert manual_crop(canvas, 300, 0, 0, 36000).w == 426
+
+
+def test_with_framing_off_the_zoom_controls_crop_picture_and_mask_together(clip_run):
+    frames = [cf for cf in clip_run[0] if cf.phase == "still"][:10]
+    # 2x zoom, half way right, all the way down: onto the seated person. The person the output
+    # shows matches the true person in that part of the picture as well as without the zoom.
+    zoomed = replay_through_pipeline(Settings(effect="replace", zoom=200, pan=18000, tilt=36000), frames)
+    whole = replay_through_pipeline(Settings(effect="replace"), frames)
+    assert all(r.frame.view == (240, 180, 320, 180) for _, r in zoomed)
+    ious_zoomed = [iou(person_in_output(r.yuv), truth_in_view(cf, r.frame.view)) for cf, r in zoomed]
+    ious_whole = [iou(person_in_output(r.yuv), truth_in_view(cf, None)) for cf, r in whole]
+    assert np.mean(ious_zoomed) >= np.mean(ious_whole) - 0.03, (ious_zoomed, ious_whole)

@@ -200,20 +200,21 @@ def test_every_possible_request_on_the_control_interface_answers_or_stalls(tmp_p
     for request in range(256):
         for selector in range(16):
             for entity in (0, 1, 2, 3):
-                for length in (1, 2, 4, 34):
+                for length in (1, 2, 4, 8, 34):
                     rtype = 0xA1 if request & 0x80 else 0x21
                     setup = r.Setup(rtype, request, selector << 8, entity << 8, length)
                     _, reply = r.handle_setup(DEVICE, fresh(), setup)
                     answered += not reply.stalled
-    # each image control x (CUR MIN MAX RES DEF INFO LEN SET) + the error code control (CUR INFO)
+    # each UVC control x (CUR MIN MAX RES DEF INFO LEN SET) + the error code control (CUR INFO)
     assert answered == len(r.WANTED_CONTROLS) * 8 + 2
 
 
 def test_advertised_bitmaps_map_back_to_exactly_the_answered_controls():
     camera = r.bm_controls(r.WANTED_CONTROLS, "camera", 3)
     processing = r.bm_controls(r.WANTED_CONTROLS, "processing", 2)
-    # Camera terminal: auto-exposure mode (bit 1), exposure time (3), focus (5), autofocus (17).
-    assert camera == bytes([0b00101010, 0, 0b00000010])
+    # Camera terminal: auto-exposure mode (bit 1), exposure time (3), focus (5), zoom (9),
+    # pan/tilt (11), autofocus (17).
+    assert camera == bytes([0b00101010, 0b00001010, 0b00000010])
     # Processing unit: brightness, contrast, saturation, sharpness (0, 1, 3, 4), white balance
     # temperature (6), power line frequency (10), white balance temperature auto (12).
     assert processing == bytes([0b01011011, 0b00010100])
