@@ -317,3 +317,34 @@ def test_an_answer_too_large_to_send_still_gets_its_promised_error_reply(daemon,
     with pytest.raises(ControlError, match="reply not sent"):
         client.status()
     assert client.ping()
+
+
+def test_requests_waiting_on_a_stuck_camera_do_not_hold_up_the_others(tmp_path, short_dir, monkeypatch):
+    """Three previews wait inside the real daemon for a camera that does not start; status and
+    settings are still answered at once on other connections (a single worker would say busy)."""
+    from appliance.daemon import Controller
+    from tests.support.faulty_camera import FaultyCamera
+    camera = FaultyCamera()
+    camera.start_gate = threading.Event()  # start() hangs until the test lets it go
+    monkeypatch.setattr("appliance.sources.open_source", lambda spec: camera)
+    controller = Controller(tmp_path / "state", source_spec="demo")
+    server = ControlServer(controller, short_dir / "c.sock")
+    server.start()
+    waiting = [threading.Thread(target=lambda: ControlClient(server.path, timeout=30).call(
+        "preview", {"view": "output"}), daemon=True) for _ in range(3)]
+    try:
+        for thread in waiting:
+            thread.start()
+        time.sleep(0.5)  # the previews are now inside the daemon, waiting for the camera
+        for _ in range(5):
+            started = time.monotonic()
+            assert ControlClient(server.path, timeout=5).status()["state"]
+            assert ControlClient(server.path, timeout=5).get_settings()["blur_strength"] == 60
+            assert time.monotonic() - started < 1.0
+        assert all(thread.is_alive() for thread in waiting)  # they really were still waiting
+    finally:
+        camera.start_gate.set()
+        for thread in waiting:
+            thread.join(30)
+        server.stop()
+        controller.close()
