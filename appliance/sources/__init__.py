@@ -7,28 +7,20 @@ without picamera2 or a webcam still runs.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from appliance import v4l2_ioctl as k
 from appliance.sources.base import Source, SourceError
 
 log = logging.getLogger(__name__)
 
 SPEC_HELP = "auto, demo, file:PATH, v4l2:/dev/videoN or picamera2[:CAMERA]"
 
-# struct v4l2_capability: driver[16] card[32] bus_info[32] version capabilities device_caps reserved[3]
-_CAPABILITY = struct.Struct("=16s32s32sIII12x")
-VIDIOC_QUERYCAP = (2 << 30) | (_CAPABILITY.size << 16) | (ord("V") << 8) | 0
-CAP_VIDEO_CAPTURE = 0x00000001
-CAP_VIDEO_M2M_MPLANE = 0x00004000
-CAP_VIDEO_M2M = 0x00008000
-CAP_DEVICE_CAPS = 0x80000000
 
 # Video nodes on a Pi that are not webcams: the camera's own path (libcamera drives it), the
 # ISP and codecs (memory-to-memory helpers), and our own UVC gadget (an output node).
@@ -51,16 +43,15 @@ class VideoDevice:
     @property
     def is_webcam(self) -> bool:
         """A single-planar capture node that is not a codec, an ISP, the Pi camera or our gadget."""
-        capture = bool(self.caps & CAP_VIDEO_CAPTURE)
-        m2m = bool(self.caps & (CAP_VIDEO_M2M | CAP_VIDEO_M2M_MPLANE))
+        capture = bool(self.caps & k.V4L2_CAP_VIDEO_CAPTURE)
+        m2m = bool(self.caps & (k.V4L2_CAP_VIDEO_M2M | k.V4L2_CAP_VIDEO_M2M_MPLANE))
         return capture and not m2m and self.driver not in NOT_WEBCAM_DRIVERS
 
 
-def parse_capability(path: str, raw: bytes) -> VideoDevice:
-    driver, card, bus, _version, caps, device_caps = _CAPABILITY.unpack(raw[:_CAPABILITY.size])
-    text = lambda b: b.split(b"\0", 1)[0].decode("utf-8", "replace")  # noqa: E731
-    return VideoDevice(path, text(driver), text(card), text(bus),
-                       device_caps if caps & CAP_DEVICE_CAPS else caps)
+def parse_capability(path: str, cap: k.v4l2_capability) -> VideoDevice:
+    text = lambda b: b.decode("utf-8", "replace")  # noqa: E731  (ctypes char arrays stop at NUL)
+    caps = cap.device_caps if cap.capabilities & k.V4L2_CAP_DEVICE_CAPS else cap.capabilities
+    return VideoDevice(path, text(cap.driver), text(cap.card), text(cap.bus_info), caps)
 
 
 def query_video_device(path: str) -> VideoDevice | None:
@@ -69,13 +60,14 @@ def query_video_device(path: str) -> VideoDevice | None:
         fd = os.open(path, os.O_RDWR | os.O_NONBLOCK)
     except OSError:
         return None
+    cap = k.v4l2_capability()
     try:
-        raw = fcntl.ioctl(fd, VIDIOC_QUERYCAP, bytes(_CAPABILITY.size))
+        k.ioctl(fd, k.VIDIOC_QUERYCAP, cap)
     except OSError:
         return None
     finally:
         os.close(fd)
-    return parse_capability(path, raw)
+    return parse_capability(path, cap)
 
 
 def video_devices(dev_dir: str = "/dev") -> list[VideoDevice]:

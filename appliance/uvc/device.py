@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from appliance.stream import FrameSlot, StreamFormat
-from appliance.uvc import ioctl as k
+from appliance import v4l2_ioctl as k
 from appliance.uvc import requests
 from appliance.uvc.backend import UvcBackend
 from appliance.uvc.configfs import CONFIGFS_GADGETS, UDC_CLASS, read_device

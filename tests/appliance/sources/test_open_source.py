@@ -14,8 +14,8 @@ import struct
 
 import pytest
 
-from appliance.sources import (VideoDevice, choose_auto, open_source, parse_capability,
-                               query_video_device, video_devices)
+from appliance import v4l2_ioctl as k
+from appliance.sources import VideoDevice, choose_auto, open_source, parse_capability, query_video_device, video_devices
 from appliance.sources.base import SourceError
 
 CAPTURE, OUTPUT, STREAMING, EXT_PIX, META, M2M_MPLANE = 0x1, 0x2, 0x04000000, 0x00200000, 0x00800000, 0x4000
@@ -46,7 +46,7 @@ USB_CAMERA_IN_LIBCAMERA = {"Model": "HD Pro Webcam C920", "Location": 2, "Rotati
 
 def device(node: tuple) -> VideoDevice:
     path, driver, card, bus, caps = node
-    return parse_capability(path, querycap(driver, card, bus, caps))
+    return parse_capability(path, k.v4l2_capability.from_buffer_copy(querycap(driver, card, bus, caps)))
 
 
 def test_querycap_is_decoded_into_driver_card_and_the_nodes_own_capabilities():

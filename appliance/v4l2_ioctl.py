@@ -1,4 +1,5 @@
-"""The kernel structures and ioctl numbers the UVC gadget userspace needs.
+"""The kernel's video ioctl interface: V4L2 structures and ioctl numbers (linux/videodev2.h) and
+the UVC gadget's additions (linux/usb/g_uvc.h), for the UVC server and the V4L2 camera source.
 
 Every ioctl number is computed from ctypes.sizeof() of the matching structure, exactly as the
 kernel's _IOC() macro does, so the same code is right on x86_64, aarch64 and armv7: pointer-sized
@@ -35,6 +36,10 @@ def _iowr(kind: str, nr: int, struct: type) -> int:
 
 # --- linux/videodev2.h -------------------------------------------------------------------------
 
+V4L2_CAP_VIDEO_CAPTURE = 0x00000001
+V4L2_CAP_VIDEO_M2M_MPLANE = 0x00004000
+V4L2_CAP_VIDEO_M2M = 0x00008000
+V4L2_CAP_DEVICE_CAPS = 0x80000000
 V4L2_BUF_TYPE_VIDEO_OUTPUT = 2
 V4L2_MEMORY_MMAP = 1
 V4L2_FIELD_NONE = 1

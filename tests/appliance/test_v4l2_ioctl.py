@@ -4,7 +4,7 @@ import ctypes
 
 import pytest
 
-from appliance.uvc import ioctl as k
+from appliance import v4l2_ioctl as k
 
 LP64 = ctypes.sizeof(ctypes.c_long) == 8
 
@@ -30,6 +30,8 @@ def test_struct_sizes_and_ioctl_numbers_match_the_32_bit_arm_kernel_headers():
 
 
 def test_arch_independent_ioctl_numbers():
+    assert ctypes.sizeof(k.v4l2_capability) == 104
+    assert k.VIDIOC_QUERYCAP == 0x80685600
     assert k.VIDIOC_SUBSCRIBE_EVENT == 0x4020565A
     assert k.VIDIOC_REQBUFS == 0xC0145608
     assert k.VIDIOC_STREAMON == 0x40045612
