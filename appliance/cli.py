@@ -294,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     # Errors a user can fix get one clear line and a non-zero exit, never a traceback.
+    from appliance.fleet import FleetError
     from appliance.process import ProcessError
     from appliance.segment import ModelError
     from appliance.settings import SettingsError
@@ -302,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     from appliance.storage import StorageError
     try:
         return _dispatch(args)
-    except (ProcessError, ModelError, SettingsError, SourceError, StorageError, ResetError) as exc:
+    except (ProcessError, ModelError, SettingsError, FleetError, SourceError, StorageError, ResetError) as exc:
         print(f"blurcam {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from appliance import __version__, controls
 from appliance.background_store import BackgroundStore
+from appliance.fleet import FleetError
 from appliance.health import Health, status_line
 from appliance.pipeline import FramePipeline
 from appliance.preview import WAIT as PREVIEW_WAIT
@@ -225,7 +226,7 @@ def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_so
     try:
         controller = Controller(state_dir, fleet_file, source, fault=os.environ.get("BLURCAM_FAULT", ""))
         controller.pipeline.segmenter  # load the model now: a broken model fails the start, loudly
-    except (SettingsError, OSError) as exc:
+    except (SettingsError, FleetError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 2
     except Exception as exc:

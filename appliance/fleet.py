@@ -131,23 +131,6 @@ class Web(_Table):
         return value
 
 
-def web_table(path: Path | None) -> Web:
-    """The validated [web] table of a fleet file (defaults when there is no file). Only this
-    table: the settings page does not depend on the rest of the file being right."""
-    if path is None or not Path(path).exists():
-        return Web()
-    table = read_toml(path).get("web", {})
-    try:
-        return Web.model_validate(table)
-    except ValidationError as exc:
-        errors = {}
-        for err in exc.errors():
-            name = f"{path}: [web] {_field_name(err['loc'])}".rstrip()
-            errors[name] = (f"unknown key (allowed: {', '.join(Web.model_fields)})"
-                            if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, "))
-        raise FleetError(errors) from None
-
-
 def render_hostname(pattern: str, serial: str) -> str:
     """The hostname a device with board serial `serial` gets from `pattern`."""
     serial = normalize_serial(serial)
@@ -374,6 +357,36 @@ def read_toml(path: Path) -> dict[str, Any]:
 
 def load(path: Path, *, partial: bool = False) -> Fleet | None:
     return parse(read_toml(path), partial=partial)
+
+
+def read_table(path: Path | None, name: str) -> Any:
+    """One table of a fleet file, validated on its own: the settings page, the USB gadget and the
+    daemon each depend only on their own table being right. Returns the table's model (Usb, Web,
+    ...), or for [settings] the dict of setting defaults; defaults when there is no file or no
+    such table. FleetError names the file, the table and each bad key."""
+    table: Any = {}
+    if path is not None and Path(path).exists():
+        table = read_toml(path).get(name, {})
+    where = f"{path}: [{name}]"
+    if not isinstance(table, dict):
+        raise FleetError({where: "must be a table"})
+    if name == "settings":
+        try:
+            validate_settings(table)
+        except SettingsError as exc:
+            raise FleetError({f"{where} {k}": v for k, v in exc.errors.items()}) from None
+        return table
+    model = Fleet.model_fields[name].annotation
+    model = next(a for a in getattr(model, "__args__", (model,)) if a is not type(None))  # Wifi | None
+    try:
+        return model.model_validate(table)
+    except ValidationError as exc:
+        errors = {}
+        for err in exc.errors():
+            key = f"{where} {_field_name(err['loc'])}".rstrip()
+            errors[key] = (f"unknown key (allowed: {', '.join(model.model_fields)})"
+                           if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, "))
+        raise FleetError(errors) from None
 
 
 def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -178,18 +177,10 @@ def merge(base: Settings, changes: dict[str, Any]) -> Settings:
 
 
 def load_fleet_defaults(path: Path | None) -> dict[str, Any]:
-    """Read the `[settings]` table of a fleet TOML file (missing file = no overrides)."""
-    if path is None or not path.exists():
-        return {}
-    try:
-        data = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SettingsError({"fleet": f"{path}: not valid TOML ({exc})"}) from None
-    table = data.get("settings", {})
-    if not isinstance(table, dict):
-        raise SettingsError({"fleet": f"{path}: [settings] must be a table"})
-    validate(table)  # a bad fleet file names its bad fields, before anything else is read
-    return table
+    """The `[settings]` table of the fleet file (missing file = no overrides); FleetError names
+    each bad field."""
+    from appliance import fleet  # imported here: fleet validates its [settings] with this module
+    return fleet.read_table(path, "settings")
 
 
 class SettingsStore:

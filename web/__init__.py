@@ -105,7 +105,7 @@ def create_app(config: dict[str, Any]) -> Flask:
         state_dir, config.get("FLEET_FILE"), config.get("ADMIN_PASSWORD"))
     app.extensions["blurcam.sessions"] = auth.SessionRegistry(
         app.config["PERMANENT_SESSION_LIFETIME"].total_seconds())
-    app.extensions["blurcam.metrics_token"] = fleet.web_table(config.get("FLEET_FILE")).metrics_token
+    app.extensions["blurcam.metrics_token"] = fleet.read_table(config.get("FLEET_FILE"), "web").metrics_token
     app.extensions["blurcam.network"] = config.get("NETWORK") or network.DeviceNetwork(
         config.get("ALLOWED_HOSTS", ()))
     app.extensions["blurcam.throttle"] = config.get("LOGIN_THROTTLE") or auth.LoginThrottle(

@@ -86,7 +86,7 @@ class PasswordStore:
         stored = self._read_stored_hash()
         if stored is not None:
             self._hash = stored
-        elif (fleet_hash := fleet.web_table(self._fleet_file).admin_password_hash) is not None:
+        elif (fleet_hash := fleet.read_table(self._fleet_file, "web").admin_password_hash) is not None:
             self._hash = fleet_hash
         else:
             password = generate_password()

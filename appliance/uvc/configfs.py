@@ -63,15 +63,10 @@ class GadgetSpec:
 def read_usb_identity(fleet_file: Path | None) -> UsbIdentity:
     """The fleet file's [usb] table (every key optional), with this board's serial by default.
     Only that table is read: a mistake elsewhere in the fleet file must not take the webcam down."""
-    table: dict[str, Any] = {}
-    if fleet_file is not None and Path(fleet_file).exists():
-        try:
-            table = fleet.read_toml(fleet_file).get("usb", {})
-            usb = fleet.parse({"usb": table}).usb
-        except fleet.FleetError as exc:
-            raise GadgetError(f"{fleet_file}: {exc}") from None
-    else:
-        usb = fleet.Usb()
+    try:
+        usb = fleet.read_table(fleet_file, "usb")
+    except fleet.FleetError as exc:
+        raise GadgetError(str(exc)) from None
     return UsbIdentity(usb.vendor_id, usb.product_id, usb.manufacturer, usb.product,
                        usb.serial_number or device_serial())
 
@@ -417,6 +412,6 @@ def main(args) -> int:
               f"{status.get('product_id')} serial {spec.identity.serial_number} on UDC "
               f"{status.get('udc')}; networking {'on' if spec.usb_networking else 'off'}")
         return 0
-    except (GadgetError, SettingsError) as exc:
+    except (GadgetError, SettingsError, fleet.FleetError) as exc:
         print(f"blurcam gadget {args.action}: {exc}", file=sys.stderr)
         return 1

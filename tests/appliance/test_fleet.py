@@ -186,3 +186,65 @@ def test_the_rollout_server_is_an_http_address_and_the_tenant_a_name():
     assert "scheme, host, optional port" in errors_of({"update": {"hawkbit_url": "ftp://x"}})["update.hawkbit_url"]
     assert "no path" in errors_of({"update": {"hawkbit_url": "https://x.example/api"}})["update.hawkbit_url"]
     assert "letters, digits" in errors_of({"update": {"hawkbit_tenant": "a b"}})["update.hawkbit_tenant"]
+
+
+# ---- one reader for every part of the device that reads the fleet file ----
+
+def test_each_table_is_read_alone_so_a_mistake_elsewhere_does_not_matter(tmp_path):
+    path = tmp_path / "fleet.toml"
+    path.write_text('[usb]\nproduct = "Cam"\n[settings]\nblur_strength = 20\n'
+                    '[wifi]\ncountry = "nowhere"\n[web]\nmetrics_token = "short"\n')
+    assert fleet.read_table(path, "usb").product == "Cam"
+    assert fleet.read_table(path, "settings") == {"blur_strength": 20}
+    with pytest.raises(FleetError) as exc:
+        fleet.read_table(path, "web")
+    assert list(exc.value.errors) == [f"{path}: [web] metrics_token"]
+
+
+def test_without_a_file_or_a_table_every_table_has_its_defaults(tmp_path):
+    assert fleet.read_table(None, "usb") == fleet.Usb()
+    assert fleet.read_table(tmp_path / "absent.toml", "web") == fleet.Web()
+    assert fleet.read_table(tmp_path / "absent.toml", "settings") == {}
+    (tmp_path / "empty.toml").write_text("")
+    assert fleet.read_table(tmp_path / "empty.toml", "device") == fleet.Device()
+
+
+@pytest.mark.parametrize("text, name, key, words", [
+    ("[settings]\nblur_strength = 300\n", "settings", "[settings] blur_strength", "1..100"),
+    ("[settings]\ncolour = 1\n", "settings", "[settings] colour", "unknown setting"),
+    ("settings = 5\n", "settings", "[settings]", "must be a table"),
+    ("[usb]\nvendor_id = \"0x12345\"\n", "usb", "[usb] vendor_id", "16-bit id"),
+    ("[usb]\nspeed = 3\n", "usb", "[usb] speed", "allowed: vendor_id"),
+    ("[web]\nadmin_password_hash = \"scrypt:nothing\"\n", "web", "[web] admin_password_hash",
+     "not a werkzeug password hash"),
+])
+def test_a_bad_table_names_the_file_the_table_and_each_key(tmp_path, text, name, key, words):
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    with pytest.raises(FleetError) as exc:
+        fleet.read_table(path, name)
+    assert words in exc.value.errors[f"{path}: {key}"]
+
+
+def test_a_damaged_file_is_the_same_error_for_every_reader(tmp_path):
+    from appliance.settings import SettingsStore
+    from appliance.uvc.configfs import GadgetError, read_usb_identity
+    from web.auth import PasswordStore
+    path = tmp_path / "fleet.toml"
+    path.write_text("[usb\nproduct = 'x'\n")
+    for read in (lambda: SettingsStore(tmp_path / "state", path), lambda: read_usb_identity(path),
+                 lambda: PasswordStore(tmp_path / "web", path)):
+        with pytest.raises((FleetError, GadgetError), match="not valid TOML"):
+            read()
+
+
+def test_the_settings_page_takes_only_a_real_password_hash_from_the_fleet_file(tmp_path):
+    from werkzeug.security import generate_password_hash
+
+    from web.auth import PasswordStore
+    path = tmp_path / "fleet.toml"
+    path.write_text(f'[web]\nadmin_password_hash = "{generate_password_hash("fleet-secret-1")}"\n')
+    assert PasswordStore(tmp_path / "web", path).check("fleet-secret-1")
+    path.write_text('[web]\nadmin_password_hash = "scrypt:hunter2"\n')  # the prefix alone passed before
+    with pytest.raises(FleetError, match="not a werkzeug password hash"):
+        PasswordStore(tmp_path / "web2", path)

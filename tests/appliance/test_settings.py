@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from appliance.fleet import FleetError
 from appliance.settings import Settings, SettingsError, SettingsStore, merge, validate
 
 
@@ -66,7 +67,7 @@ def test_layers_are_defaults_then_fleet_file_then_user_changes(tmp_path):
 def test_a_bad_fleet_file_is_refused_with_the_field_named(tmp_path):
     fleet = tmp_path / "fleet.toml"
     fleet.write_text("[settings]\nblur_strength = 300\n")
-    with pytest.raises(SettingsError, match="blur_strength"):
+    with pytest.raises(FleetError, match=r"fleet.toml: \[settings\] blur_strength: .*1\.\.100"):
         SettingsStore(tmp_path / "state", fleet)
 
 

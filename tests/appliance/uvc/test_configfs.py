@@ -18,7 +18,7 @@ def test_usb_identity_reads_hex_strings_and_ints_from_the_fleet_usb_table(tmp_pa
 def test_a_bad_usb_id_names_the_field(tmp_path):
     fleet = tmp_path / "fleet.toml"
     fleet.write_text('[usb]\nvendor_id = "0x12345"\n')
-    with pytest.raises(configfs.GadgetError, match="usb.vendor_id"):
+    with pytest.raises(configfs.GadgetError, match=r"\[usb\] vendor_id"):
         configfs.read_usb_identity(fleet)
 
 
