@@ -48,6 +48,13 @@ SLOT_WAIT_S = 1.0  # how long a new connection waits for a worker to come free
 PREVIEW_VIEWS = ("original", "mask", "output", "all")
 
 
+def check_preview_view(view: object) -> str:
+    """The one check of a preview view name (the daemon makes it for every caller)."""
+    if view not in PREVIEW_VIEWS:
+        raise SettingsError({"view": f"one of {', '.join(PREVIEW_VIEWS)}; got {view!r}"})
+    return view  # type: ignore[return-value]
+
+
 class ControlError(RuntimeError):
     """The daemon could not be reached, or could not answer a request."""
 
@@ -283,8 +290,6 @@ class ControlServer:
 
         def preview(args, _payload):
             view, after = args.get("view"), args.get("after", 0)
-            if view not in PREVIEW_VIEWS:
-                raise SettingsError({"view": f"one of {', '.join(PREVIEW_VIEWS)}; got {view!r}"})
             if type(after) is not int or not 0 <= after < 2**63:
                 raise SettingsError({"after": f"a frame number (integer >= 0); got {after!r}"})
             seq, jpeg = c.preview_next(view, after)

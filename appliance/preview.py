@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from appliance.control import PREVIEW_VIEWS as VIEWS
+from appliance.control import check_preview_view
 from appliance.encode import MjpegEncoder
 from appliance.frame import rgb_to_i420, split_i420
 from appliance.sources.base import SourceError
@@ -37,8 +37,6 @@ def render(latest, view: str, no_mask_reason: str = "") -> bytes:
     Without a mask (effects that do not look for the person) the mask view says so in words
     instead of showing a white picture that would look like a mask of everything.
     """
-    if view not in VIEWS:
-        raise ValueError(f"unknown preview view {view!r}: expected {', '.join(VIEWS)}")
     if view == "all":
         tiles = [_view_i420(latest, v, TILE_WIDTH, no_mask_reason) for v in ("original", "mask", "output")]
         return MjpegEncoder(QUALITY).encode(_side_by_side(tiles))
@@ -103,8 +101,7 @@ class Previews:
         """The first frame newer than sequence number `after` (waiting up to `wait` s), as
         (sequence, JPEG of `view`). With nothing newer in time, the newest frame again with the
         same number: a streaming client sends a frame only when the number moves on."""
-        if view not in VIEWS:
-            raise ValueError(f"unknown preview view {view!r}: expected {', '.join(VIEWS)}")
+        check_preview_view(view)
         runner, slot = self.supervisor.watch_preview(START_WAIT)
         newest, _ = slot.latest()
         if after > newest:
