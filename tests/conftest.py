@@ -1,4 +1,4 @@
-"""Fixtures shared across areas: a daemon-side controller served on a real control socket."""
+"""Fixtures shared across areas: the real daemon (demo camera) served on a real control socket."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from appliance.control import ControlServer
-from tests.support.controller_double import ControllerDouble
 
 
 @pytest.fixture
@@ -21,33 +20,31 @@ def short_dir():
 
 
 @pytest.fixture
-def controller(tmp_path) -> ControllerDouble:
-    return ControllerDouble(tmp_path / "daemon")
+def controller(tmp_path):
+    """The real daemon's Controller on the demo camera (the model loads on first use)."""
+    from appliance.daemon import Controller
+    c = Controller(tmp_path / "daemon", source_spec="demo")
+    yield c
+    c.close()
 
 
 @pytest.fixture
 def daemon(controller, short_dir):
+    """The real Controller served on a real control socket."""
     server = ControlServer(controller, short_dir / "control.sock")
     server.start()
     yield server
     server.stop()
 
 
+@pytest.fixture
+def demo_controller(controller):
+    """The same as `controller` (an older name some tests use)."""
+    return controller
 
 
 @pytest.fixture
-def demo_controller(tmp_path):
-    """The real daemon's Controller on the demo camera (the model loads on first use)."""
-    from appliance.daemon import Controller
-    controller = Controller(tmp_path / "demo-daemon", source_spec="demo")
-    yield controller
-    controller.close()
+def demo_daemon(daemon):
+    """The same as `daemon` (an older name some tests use)."""
+    return daemon
 
-
-@pytest.fixture
-def demo_daemon(demo_controller, short_dir):
-    """The real Controller served on a real control socket."""
-    server = ControlServer(demo_controller, short_dir / "control.sock")
-    server.start()
-    yield server
-    server.stop()

@@ -16,7 +16,6 @@ import pytest
 from appliance.control import (MAX_CONNECTIONS, MAX_HEADER, MAX_PAYLOAD, MESSAGE_DEADLINE_S, ControlClient,
                                ControlError, ControlServer, recv_message, send_message)
 from appliance.settings import SettingsError
-from tests.support.controller_double import UPLOAD_NAME
 
 
 def raw_connection(path) -> socket.socket:
@@ -59,13 +58,14 @@ def test_a_change_that_is_not_an_object_is_a_settings_error(daemon):
     assert "settings" in caught.value.errors
 
 
-def test_status_and_preview_come_back_intact(daemon):
+def test_status_and_preview_come_back_intact(daemon, controller):
     client = ControlClient(daemon.path)
-    status = client.status()
-    assert status["fps"] == 30.0 and status["version"]
     for view in ("original", "mask", "output"):
         image = cv2.imdecode(np.frombuffer(client.preview(view), np.uint8), cv2.IMREAD_COLOR)
-        assert image.shape == (180, 320, 3)
+        assert image.shape == (360, 640, 3)
+    status = client.status()
+    assert status["state"] == "preview" and status["version"]
+    assert status["frames_out"] > 0 and status["controls"] == controller.image_controls()
 
 
 def test_an_unknown_preview_view_is_refused_with_the_allowed_views(daemon):
@@ -80,9 +80,9 @@ def test_a_background_upload_is_validated_by_the_controller(daemon, controller):
         client.set_background(b"GIF89a but not really")
     assert "background" in caught.value.errors
     assert controller.settings.current.background == ""
-    assert client.set_background(png_bytes())["background"] == UPLOAD_NAME
-    stored = cv2.imread(str(controller.state_dir / UPLOAD_NAME))
-    assert stored.shape == (720, 1280, 3)
+    name = client.set_background(png_bytes())["background"]
+    stored = cv2.imread(str(controller.state_dir / "backgrounds" / name))
+    assert stored.shape == (48, 64, 3)
 
 
 def test_the_socket_is_group_accessible_but_not_world_accessible(daemon):
@@ -189,9 +189,9 @@ def test_a_client_that_hangs_up_mid_message_does_not_hurt_the_server(daemon):
 
 
 def test_a_failing_controller_becomes_a_control_error_and_the_server_lives_on(daemon, controller):
-    def broken(view):
+    def broken(view, after):
         raise RuntimeError("sensor on fire")
-    controller.preview = broken
+    controller.preview_next = broken
     client = ControlClient(daemon.path)
     with pytest.raises(ControlError, match="RuntimeError: sensor on fire"):
         client.preview("output")

@@ -48,8 +48,8 @@ def test_each_request_gets_the_next_new_frame_not_the_same_one_again(demo_contro
     seq, _ = demo_controller.preview_next("output", 0)
     seen = [seq]
     started = time.monotonic()
-    for _ in range(15):
-        seq, _ = demo_controller.preview_next("output", seq)
+    for _ in range(15):  # a wait long enough for a loaded machine: none of these may time out
+        seq, _ = demo_controller.preview_next("output", seq, wait=30.0)
         seen.append(seq)
     elapsed = time.monotonic() - started
     assert seen == sorted(set(seen)), seen  # every answer a newer frame
