@@ -21,7 +21,7 @@ from appliance.health import Health, status_line
 from appliance.pipeline import FramePipeline
 from appliance.preview import WAIT as PREVIEW_WAIT
 from appliance.preview import Previews
-from appliance.settings import Settings, SettingsError, SettingsStore, image_controls
+from appliance.settings import Settings, SettingsError, SettingsStore, image_controls, merge
 from appliance.sources.base import Source
 from appliance.stream import FrameSlot, StreamFormat
 from appliance.supervisor import Supervisor
@@ -75,16 +75,33 @@ class Controller:
         log.info("settings changed: %s", ", ".join(k for k in Settings.model_fields if getattr(old, k) != getattr(new, k)))
 
     def update_settings(self, changes: dict) -> Settings:
-        if "model" in changes or "precision" in changes:
-            # Load the new model before accepting: a broken model file must not be saved as the choice.
-            from appliance.segment import ModelError, check_models
-            candidate = {**self.settings.current.model_dump(), **changes}
+        """Check everything first and name every bad field at once (API.md): the schema, the
+        model files a model/precision change would load, an upload's name. Nothing is saved
+        unless all of it is right."""
+        errors: dict[str, str] = {}
+        for check in (lambda: merge(self.settings.current, changes),
+                      lambda: self._check_model_files(changes),
+                      lambda: self.background_store.check_choice(changes.get("background"))):
             try:
-                check_models(candidate.get("model"), candidate.get("precision"))
-            except ModelError as exc:
-                raise SettingsError({"model": str(exc)}) from None
-        self.background_store.check_choice(changes.get("background"))
+                check()
+            except SettingsError as exc:
+                errors.update({k: v for k, v in exc.errors.items() if k not in errors})
+        if errors:
+            raise SettingsError(errors)
         return self.settings.update(changes)
+
+    def _check_model_files(self, changes: dict) -> None:
+        """Load the model files a change would pick before accepting it: a broken file must not
+        be saved as the choice. The error names the field(s) of the request that picked it."""
+        picked = [f for f in ("model", "precision") if f in changes]
+        if not picked:
+            return
+        from appliance.segment import ModelError, check_models
+        current = self.settings.current
+        try:  # unknown names are the schema's to report (check_models leaves them alone)
+            check_models(changes.get("model", current.model), changes.get("precision", current.precision))
+        except ModelError as exc:
+            raise SettingsError(dict.fromkeys(picked, str(exc))) from None
 
     def set_background(self, data: bytes) -> Settings:
         return self.background_store.upload(data)

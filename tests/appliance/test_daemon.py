@@ -97,6 +97,34 @@ def test_status_shows_the_live_figures_of_a_running_stream(controller):
     assert wait_for(lambda: controller.status()["latency_p50_ms"] is None)
 
 
+@pytest.fixture
+def broken_float_models(tmp_path, monkeypatch):
+    """Model files where the int8 ones are good and the float ones are damaged."""
+    from appliance import segment
+    models = tmp_path / "models"
+    models.mkdir()
+    for name in segment.MODEL_NAMES:
+        (models / f"{name}_int8.tflite").write_bytes(segment.model_path(name, "int8").read_bytes())
+        (models / f"{name}_float.tflite").write_bytes(b"not a model")
+    monkeypatch.setattr(segment, "MODEL_DIRS", (str(models),))
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"precision": "float"}, {"precision"}),
+    ({"model": "general", "precision": "float"}, {"model", "precision"}),
+    ({"precision": "float", "blur_strength": 500, "colour": 1}, {"precision", "blur_strength", "colour"}),
+])
+def test_a_broken_model_file_is_refused_naming_the_field_that_picked_it_and_the_others(
+        controller, broken_float_models, changes, named):
+    with pytest.raises(SettingsError) as caught:
+        controller.update_settings(changes)
+    assert set(caught.value.errors) == named
+    assert "float.tflite" in caught.value.errors["precision"]
+    assert controller.settings.current == Settings() and not controller.settings.path.exists()
+    controller.update_settings({"model": "general"})  # the good int8 files are still accepted
+    assert controller.settings.current.model == "general"
+
+
 def test_the_daemon_offers_the_uvc_server_exactly_what_its_protocol_names():
     from appliance.uvc.backend import UvcBackend
     from tests.support.protocols import assert_implements, protocol_methods
