@@ -48,3 +48,15 @@ def demo_daemon(daemon):
     """The same as `daemon` (an older name some tests use)."""
     return daemon
 
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "needs(reason): the test needs a capability of the machine; "
+                                       "reason says what is missing, None when nothing is "
+                                       "(tests/support/capabilities.py)")
+
+
+def pytest_runtest_setup(item):
+    # After pytest's own skip marks (an opt-in test that is off stays a skip, strict or not).
+    from tests.support import capabilities
+    for mark in item.iter_markers(name="needs"):
+        capabilities.require(mark.args[0] if mark.args else None)

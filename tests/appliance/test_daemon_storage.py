@@ -7,14 +7,12 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pytest
 
 from appliance.daemon import Controller
 from appliance.storage import StorageError
-from tests.support import faultfs
+from tests.support import capabilities, faultfs
 
-pytestmark = pytest.mark.skipif(faultfs.unavailable() is not None,
-                                reason=faultfs.unavailable() or "")
+pytestmark = capabilities.needs(faultfs.unavailable())
 
 
 def test_a_background_whose_choice_cannot_be_saved_is_removed_again():

@@ -14,9 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from appliance.frame import i420_to_rgb, rgb_to_i420
 from appliance.cli import main
+from appliance.frame import i420_to_rgb, rgb_to_i420
 from appliance.process import Progress, process_file
+from tests.support import capabilities
 from tests.support.clips import TONE_HZ, audio_packets, decoded_audio, dominant_hz, make_clip, video_info
 from tests.support.scenes import background_box, face_box
 
@@ -194,9 +195,8 @@ def test_progress_estimates_the_time_left_from_the_rate_so_far():
 def test_chromium_plays_the_processed_video_with_its_sound_and_not_the_original(portrait_clip, processed_clip,
                                                                                  tmp_path):
     from tests.web.browser.conftest import CHROMIUM, CHROMIUM_ARGS
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium")
-    playwright = pytest.importorskip("playwright.sync_api")
+    capabilities.require(capabilities.chromium(CHROMIUM))
+    import playwright.sync_api as playwright
     src, _, _ = portrait_clip
     shutil.copy(processed_clip[1], tmp_path / "out.mp4")
     shutil.copy(src, tmp_path / "original.mp4")

@@ -21,7 +21,7 @@ from appliance.daemon import Controller
 from appliance.reset import PASSWORD_NOTE_NAME, ResetError, factory_reset, reset_from_boot_flag
 from appliance.settings import Settings, SettingsStore
 from appliance.storage import StorageError
-from tests.support import faultfs
+from tests.support import capabilities, faultfs
 from tests.support.camera import LiveCamera, WebSession
 from web import create_app
 from web.auth import PASSWORD_FILE, set_new_password
@@ -145,7 +145,7 @@ def test_the_flag_resets_leaves_the_password_beside_it_and_is_removed(device, tm
     assert sorted(p.name for p in boot.iterdir()) == [PASSWORD_NOTE_NAME]
 
 
-@pytest.mark.skipif(faultfs.unavailable() is not None, reason=faultfs.unavailable() or "")
+@capabilities.needs(faultfs.unavailable())
 def test_a_read_only_boot_partition_stops_the_reset_before_anything_is_forgotten(device):
     state, web_state = str(device["state_dir"]), str(device["web_state_dir"])
     SettingsStore(device["state_dir"]).update({"mirror": True})
@@ -227,7 +227,7 @@ def test_blurcam_reset_on_a_running_camera_needs_no_restart(camera):
     assert camera.process.poll() is None  # nothing was restarted
 
 
-@pytest.mark.skipif(faultfs.unavailable() is not None, reason=faultfs.unavailable() or "")
+@capabilities.needs(faultfs.unavailable())
 def test_blurcam_reset_on_a_read_only_disk_says_so_in_one_line(tmp_path):
     state = tmp_path / "state"
     state.mkdir()

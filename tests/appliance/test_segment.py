@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from appliance.segment import ModelError, Segmenter, check_models, load_segmenter, model_for, model_path
+from tests.support import capabilities
 
 
 @pytest.mark.parametrize("name", ["general", "landscape"])
@@ -25,7 +26,8 @@ def test_every_shipped_model_finds_the_person(name, precision, portrait):
 
 
 def test_tflite_runtime_gives_the_same_mask_as_ai_edge_litert(portrait):
-    tflite_runtime = pytest.importorskip("tflite_runtime.interpreter")
+    capabilities.tflite_runtime()
+    import tflite_runtime.interpreter as tflite_runtime
     rgb, _ = portrait
     path = model_path("general", "int8")
     litert = Segmenter(path)(rgb)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from appliance import service
 from appliance.service import setup_logging
+from tests.support import capabilities
 
 # A child process logs an info line, a warning and an exception with its traceback.
 CHILD = """
@@ -71,7 +71,7 @@ def test_an_inherited_journal_stream_that_is_not_our_stderr_is_ignored(tmp_path)
     assert not lines[0].startswith("<") and " INFO " in lines[0]
 
 
-@pytest.mark.skipif(service._sd_journal is None, reason="systemd-python not installed")
+@capabilities.needs(capabilities.module("systemd.journal", capabilities.SYSTEMD_PYTHON))
 def test_under_the_journal_with_systemd_python_the_journal_handler_is_used(tmp_path):
     handler, lines = run_child(tmp_path, "info", "auto", journal_stream="match")
     assert handler == "JournalHandler"

@@ -11,11 +11,11 @@ import pytest
 
 from appliance import service
 from appliance.service import Notifier
+from tests.support import capabilities
 from tests.support.systemd.notify_socket import NotifySocket
 
 has_libsystemd = service._sd_daemon is not None
-needs_libsystemd = pytest.mark.skipif(
-    not has_libsystemd, reason="systemd-python not installed (pip install systemd-python; needs libsystemd-dev)")
+needs_libsystemd = capabilities.needs(capabilities.module("systemd.daemon", capabilities.SYSTEMD_PYTHON))
 
 
 @pytest.fixture

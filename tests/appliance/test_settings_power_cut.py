@@ -15,6 +15,7 @@ import time
 
 import pytest
 
+from tests.support import capabilities
 from tests.support.vm import power_cut, vmlib
 
 pytestmark = pytest.mark.vm
@@ -25,9 +26,7 @@ TABLE = vmlib.CACHE / "last-power-cut-table.md"
 
 @pytest.fixture(scope="module")
 def cuts() -> list[power_cut.Cut]:
-    reason = vmlib.unavailable()
-    if reason:
-        pytest.skip(reason)
+    capabilities.require(vmlib.unavailable())
     count = int(os.environ.get("BLURCAM_POWER_CUTS", "5"))
     seed = int(os.environ.get("BLURCAM_POWER_CUT_SEED", random.randrange(1 << 30)))
     shutil.rmtree(RUNS, ignore_errors=True)  # keep only the newest run (disk image and logs)
@@ -69,8 +68,7 @@ def test_every_cut_fell_in_the_middle_of_a_stream_of_writes_none_refused(cuts):
     assert all(c.acked >= 1 and c.refused == [] for c in cuts), _table()
 
 
-@pytest.mark.skipif(shutil.which("sfdisk") is None or shutil.which("mkfs.ext4") is None,
-                    reason="needs sfdisk and mkfs.ext4 (util-linux/fdisk, e2fsprogs)")
+@capabilities.needs(capabilities.tools("sfdisk", "mkfs.ext4", package="fdisk, e2fsprogs"))
 def test_the_data_partition_of_a_layout_like_the_sd_images_is_found(tmp_path):
     """DataDisk with a partition (the SD image's p7, a logical partition) finds it for the host's
     e2fsck/debugfs and names it as the VM sees it: what an image test needs to cut that layout."""

@@ -11,10 +11,9 @@ import pytest
 
 from appliance.settings import Settings, SettingsStore
 from appliance.storage import StorageError
-from tests.support import faultfs
+from tests.support import capabilities, faultfs
 
-needs_faults = pytest.mark.skipif(faultfs.unavailable() is not None,
-                                  reason=faultfs.unavailable() or "")
+needs_faults = capabilities.needs(faultfs.unavailable())
 
 
 def _failed_change(directory: Path, fault) -> dict:

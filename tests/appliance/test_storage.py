@@ -16,12 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from appliance.storage import (StorageError, plain_reason, remove_durably, remove_stale_temp_files,
-                               write_atomically)
-from tests.support import faultfs
+from appliance.storage import StorageError, plain_reason, remove_durably, remove_stale_temp_files, write_atomically
+from tests.support import capabilities, faultfs
 
-needs_faults = pytest.mark.skipif(faultfs.unavailable() is not None,
-                                  reason=faultfs.unavailable() or "")
+needs_faults = capabilities.needs(faultfs.unavailable())
 
 
 def test_a_write_lands_whole_private_to_the_service_and_leaves_no_temp_file(tmp_path):

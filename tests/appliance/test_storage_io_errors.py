@@ -14,6 +14,7 @@ import time
 
 import pytest
 
+from tests.support import capabilities
 from tests.support.vm import power_cut, vmlib
 
 pytestmark = pytest.mark.vm
@@ -25,9 +26,7 @@ WORDS = "the device's storage failed to write (the SD card may be failing)"
 
 @pytest.fixture(scope="module")
 def vm() -> dict:
-    reason = vmlib.unavailable()
-    if reason:
-        pytest.skip(reason)
+    capabilities.require(vmlib.unavailable())
     shutil.rmtree(RUNS, ignore_errors=True)  # keep only the newest run
     run_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True)

@@ -9,7 +9,6 @@ reboot into the new slot, runs inside the arm64 image VM.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 
@@ -17,10 +16,11 @@ import pytest
 
 from tests.image_build import hawkbit_harness
 from tests.image_build.rauc_harness import COMPATIBLE, ROOT, RaucSystem, make_bundle, make_key, missing_tools
+from tests.support import capabilities
 
 pytestmark = [
-    pytest.mark.skipif(bool(missing_tools()), reason=f"missing {missing_tools()}: tools/system-deps.sh as root"),
-    pytest.mark.skipif(bool(hawkbit_harness.missing()), reason=f"missing {hawkbit_harness.missing()}"),
+    capabilities.needs(f"missing {missing_tools()}: tools/system-deps.sh as root" if missing_tools() else None),
+    capabilities.needs(f"missing {hawkbit_harness.missing()}" if hawkbit_harness.missing() else None),
 ]
 
 

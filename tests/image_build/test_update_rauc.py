@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from appliance import update
-from tests.image_build.rauc_harness import (UPDATE_DIR, RaucSystem, make_bundle, make_key,
-                                            missing_tools)
+from tests.image_build.rauc_harness import UPDATE_DIR, RaucSystem, make_bundle, make_key, missing_tools
+from tests.support import capabilities
 
-pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"missing {missing_tools()}: tools/system-deps.sh as root")
+pytestmark = capabilities.needs(f"missing {missing_tools()}: tools/system-deps.sh as root" if missing_tools() else None)
 
 TRIAL_B = "BOOT_ORDER=B A\nBOOT_A_LEFT=3\nBOOT_B_LEFT=0\n"  # B booted on its one attempt
 GOOD_A = "BOOT_ORDER=A B\nBOOT_A_LEFT=3\nBOOT_B_LEFT=0\n"

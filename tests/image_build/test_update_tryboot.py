@@ -13,8 +13,9 @@ import pytest
 
 from appliance import update
 from tests.image_build.rauc_harness import UPDATE_DIR, RaucSystem, make_key, missing_tools, run
+from tests.support import capabilities
 
-pytestmark = pytest.mark.skipif(bool(missing_tools()), reason=f"missing {missing_tools()}: tools/system-deps.sh as root")
+pytestmark = capabilities.needs(f"missing {missing_tools()}: tools/system-deps.sh as root" if missing_tools() else None)
 
 AUTOBOOT_A = "[all]\ntryboot_a_b=1\nboot_partition=2\n[tryboot]\nboot_partition=3\n"
 AUTOBOOT_B = "[all]\ntryboot_a_b=1\nboot_partition=3\n[tryboot]\nboot_partition=2\n"

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import capabilities
 from tests.support.arm64_stub_kernel import stub_kernel
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,9 +28,9 @@ TOOLS = ["qemu-system-aarch64", "mkimage", "mkenvimage", "fw_printenv", "fw_sete
 DISK_ID = "0x1bc0ffee"
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 
-pytestmark = pytest.mark.skipif(
-    bool([t for t in TOOLS if shutil.which(t) is None]) or not UBOOT.exists(),
-    reason="needs u-boot-qemu, u-boot-tools, libubootenv-tool, qemu-system-arm, genimage, mtools "
+pytestmark = capabilities.needs(
+    None if all(shutil.which(t) for t in TOOLS) and UBOOT.exists() else
+    "needs u-boot-qemu, u-boot-tools, libubootenv-tool, qemu-system-arm, genimage, mtools "
            "(tools/system-deps.sh as root)")
 
 GENIMAGE_CFG = f"""

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from models import harness
+from tests.support import capabilities
 
 
 def frames(ev):
@@ -25,7 +26,7 @@ def test_rewritten_float_model_matches_the_mediapipe_original(models_dir, genera
 
 @pytest.mark.parametrize("runtime", harness.RUNTIMES)
 def test_rewritten_float_model_on_builtin_kernels_differs_only_by_rounding(models_dir, general_eval, runtime):
-    pytest.importorskip(runtime)
+    capabilities.tflite_runtime(runtime)
     original = harness.Segmenter(models_dir / "source" / "general.tflite")
     builtin = harness.Segmenter(models_dir / "general_float.tflite", runtime=runtime, xnnpack=False)
     worst = max(float(np.abs(original(f) - builtin(f)).max()) for f in frames(general_eval))

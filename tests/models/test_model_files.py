@@ -7,6 +7,7 @@ import pytest
 from models import evalset, harness
 from models import tflite_graph as tg
 from models.build import SOURCES
+from tests.support import capabilities
 
 SHIPPED = ("general_float", "general_int8", "landscape_float", "landscape_int8")
 SHAPE = {"general": (1, 256, 256, 3), "landscape": (1, 144, 256, 3)}
@@ -74,7 +75,7 @@ def test_int8_input_is_the_uint8_frame_with_the_top_bit_flipped(models_dir):
 @pytest.mark.parametrize("xnnpack", [True, False], ids=["xnnpack", "builtin-kernels"])
 @pytest.mark.parametrize("name", SHIPPED)
 def test_model_segments_the_astronaut_on_every_runtime(models_dir, name, runtime, xnnpack):
-    pytest.importorskip(runtime)
+    capabilities.tflite_runtime(runtime)
     seg = harness.Segmenter(models_dir / f"{name}.tflite", runtime=runtime, xnnpack=xnnpack)
     reference = harness.Segmenter(models_dir / f"{name.split('_')[0]}_float.tflite")
     frame = evalset.photo("astronaut")

@@ -9,6 +9,7 @@ import pytest
 
 from models import harness
 from models import tflite_graph as tg
+from tests.support import capabilities
 
 SHIPPED = ("general_float", "general_int8", "landscape_float", "landscape_int8")
 
@@ -20,7 +21,7 @@ def test_model_runs_whole_as_one_xnnpack_partition_on_ai_edge_litert(models_dir,
 
 @pytest.mark.parametrize("name", ["general_float", "landscape_float"])
 def test_float_model_runs_whole_as_one_xnnpack_partition_on_tflite_runtime(models_dir, name):
-    pytest.importorskip("tflite_runtime")
+    capabilities.tflite_runtime()
     assert harness.delegate_partitions(str(models_dir / f"{name}.tflite"), "tflite_runtime") == (1, True)
 
 
@@ -28,7 +29,7 @@ def test_float_model_runs_whole_as_one_xnnpack_partition_on_tflite_runtime(model
 def test_int8_model_on_tflite_runtime_leaves_only_the_input_dequantize_outside(models_dir, name):
     """tflite-runtime 2.14's XNNPACK does not take an int8 -> float DEQUANTIZE of
     a graph input; that one op (256x256x3 values) runs before the single partition."""
-    pytest.importorskip("tflite_runtime")
+    capabilities.tflite_runtime()
     path = str(models_dir / f"{name}.tflite")
     assert harness.delegate_partitions(path, "tflite_runtime") == (1, False)
     it = harness.interpreter(path, runtime="tflite_runtime")

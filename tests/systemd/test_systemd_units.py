@@ -5,21 +5,18 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from tests.support import capabilities
 
 REPO = Path(__file__).resolve().parents[2]
 UNITS_DIR = REPO / "systemd"
 UNITS = ("blurcam-gadget.service", "blurcam.service", "blurcam-web.service")
 INSTALLED_VENV = "/opt/blurcam/venv"  # the image build installs the app there
 
-needs_systemd_analyze = pytest.mark.skipif(
-    shutil.which("systemd-analyze") is None,
-    reason="systemd-analyze missing (Debian package systemd, tools/apt-packages/systemd.txt)")
+needs_systemd_analyze = capabilities.needs(capabilities.tools("systemd-analyze", package="systemd"))
 
 
 def exec_paths(unit: str) -> list[str]:
@@ -39,8 +36,7 @@ def test_every_unit_starts_the_app_from_the_image_venv():
 def test_systemd_analyze_verify_passes_on_every_unit_without_a_single_warning():
     """Runs in a private mount namespace where /opt/blurcam/venv is this project's venv, so
     verify checks the real entry point at its installed path (and the host stays untouched)."""
-    if shutil.which("unshare") is None:
-        pytest.skip("unshare missing (Debian package util-linux)")
+    capabilities.require(capabilities.tools("unshare", package="util-linux"))
     venv = Path(sys.prefix)
     assert (venv / "bin" / "blurcam").exists(), "the blurcam entry point is not installed in the venv"
     user_namespace = [] if os.geteuid() == 0 else ["--map-root-user"]
@@ -52,7 +48,7 @@ def test_systemd_analyze_verify_passes_on_every_unit_without_a_single_warning():
          "sh", "-c", script, "sh", str(venv), *(str(UNITS_DIR / u) for u in UNITS)],
         capture_output=True, text=True, timeout=60)
     if result.returncode != 0 and "unshare" in result.stderr and "Operation not permitted" in result.stderr:
-        pytest.skip(f"cannot create a mount namespace here: {result.stderr.strip()}")
+        capabilities.require(f"cannot create a mount namespace here: {result.stderr.strip()}")
     # verify exits 0 even for unknown keys or bad values, so any output at all is a failure.
     assert result.returncode == 0 and result.stdout + result.stderr == "", result.stdout + result.stderr
 
@@ -100,9 +96,7 @@ def test_gadget_service_keeps_root_but_little_else():
 
 
 def test_install_script_puts_units_users_and_rule_into_an_image_root(tmp_path):
-    for tool in ("systemd-sysusers", "systemctl"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"{tool} missing (Debian package systemd)")
+    capabilities.require(capabilities.tools("systemd-sysusers", "systemctl", package="systemd"))
     (tmp_path / "etc").mkdir()
     (tmp_path / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/sh\n")
     (tmp_path / "etc/group").write_text("root:x:0:\nvideo:x:44:\n")

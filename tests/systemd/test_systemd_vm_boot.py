@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import capabilities
 from tests.support.vm import vmlib  # the UVC VM harness: kernel download, base initramfs
 
 HERE = Path(__file__).resolve().parent
@@ -61,11 +62,7 @@ def build_initrd(base: Path, modules_dir: Path, version: str) -> Path:
 
 @pytest.fixture(scope="module")
 def vm_results() -> dict:
-    if os.geteuid() != 0:
-        pytest.skip("booting the VM needs root (qemu's 9p export of / as root)")
-    missing = vmlib.missing_tools()
-    if missing:
-        pytest.skip(f"missing Debian packages: {' '.join(missing)}")
+    capabilities.require(vmlib.unavailable())
     vmlinuz, modules_dir, version = vmlib.prepare_kernel()
     udev = udev_package()
     initrd = build_initrd(vmlib.build_initramfs(modules_dir, version), modules_dir, version)

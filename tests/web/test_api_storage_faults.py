@@ -17,11 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.support import faultfs
+from tests.support import capabilities, faultfs
 from tests.support.camera import LiveCamera, WebSession
 
-pytestmark = pytest.mark.skipif(faultfs.unavailable() is not None,
-                                reason=faultfs.unavailable() or "")
+pytestmark = capabilities.needs(faultfs.unavailable())
 
 
 @pytest.fixture(scope="module")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import textwrap
 
 import pytest
 
+from tests.support import capabilities
 from web.network import DeviceNetwork, host_of, same_origin
 
 
@@ -38,8 +38,8 @@ def test_a_renamed_device_answers_to_its_new_name_after_the_refresh(monkeypatch)
     assert net.is_own_host("blurcam-bbbbbb.local") and not net.is_own_host("blurcam-aaaaaa.local")
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
-                    reason="needs root, unshare and ip for a network namespace")
+@capabilities.needs(capabilities.root("a network namespace")
+                    or capabilities.tools("unshare", "ip", package="util-linux, iproute2"))
 def test_a_client_on_the_usb_link_is_local_and_the_link_address_is_an_own_host():
     """A real usb0 interface (one end of a veth pair, in a network namespace of its own) as the
     NCM link, and a LAN interface beside it."""

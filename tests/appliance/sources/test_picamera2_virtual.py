@@ -17,11 +17,11 @@ import pytest
 
 from appliance.frame import i420_to_rgb
 from appliance.sources.demo import DemoSource
-
+from tests.support import capabilities
 from tests.support.picamera2.picamera2_rootfs import HERE, ensure_rootfs, run_in_rootfs, unavailable_reason
 
 pytestmark = [pytest.mark.rootfs,
-              pytest.mark.skipif(unavailable_reason() is not None, reason=str(unavailable_reason()))]
+              capabilities.needs(unavailable_reason())]
 
 MAIN_W, MAIN_H = 1280, 720
 SCENE_TIMES = (1.0, 11.0, 21.0)  # three demo scenes, each a different person and background

@@ -21,7 +21,7 @@ import pytest
 
 from appliance.settings import Settings
 from appliance.uvc.formats import fps_from_interval, offered_formats
-
+from tests.support import capabilities
 from tests.support.vm import vmlib
 
 pytestmark = pytest.mark.vm
@@ -43,9 +43,7 @@ def _skip_reason() -> str | None:
 
 @pytest.fixture(scope="module")
 def vm() -> dict:
-    reason = _skip_reason()
-    if reason:
-        pytest.skip(reason)
+    capabilities.require(_skip_reason())
     shutil.rmtree(RUNS, ignore_errors=True)  # keep only the newest run's logs
     run_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True)

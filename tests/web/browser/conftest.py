@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import capabilities
+
 # Debian's browser; BLURCAM_CHROMIUM may point at another build of it.
 CHROMIUM = Path(os.environ.get("BLURCAM_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -70,9 +72,7 @@ class Service:
 
 @pytest.fixture(scope="session")
 def chromium_available():
-    if not CHROMIUM.exists():
-        pytest.skip("needs Debian's chromium at /usr/bin/chromium (tools/apt-packages/web.txt)")
-    pytest.importorskip("playwright.sync_api", reason="needs the playwright python package")
+    capabilities.require(capabilities.chromium(CHROMIUM))
 
 
 @pytest.fixture(scope="session")
