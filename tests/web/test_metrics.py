@@ -92,7 +92,7 @@ def test_a_running_pipeline_shows_its_rate_inference_latency_and_mask_age(user):
     assert 0 < value(metrics, "blurcam_inference_seconds") < 5
     p50 = value(metrics, "blurcam_latency_seconds", quantile="0.5")
     assert 0 < p50 <= value(metrics, "blurcam_latency_seconds", quantile="0.95") < 10
-    assert value(metrics, "blurcam_mask_age_frames") >= 0
+    assert value(metrics, "blurcam_mask_age_frames") >= 0 and value(metrics, "blurcam_mask_age_seconds") >= 0
     assert value(metrics, "blurcam_frames_out_total") > 0
 
 
