@@ -51,23 +51,35 @@ def capture_ms(width: int, height: int, lores_size: tuple[int, int], frames: int
 
 
 def run_threaded(frames, fmt: StreamFormat, settings: Settings, fps: float, seconds: float,
-                 warmup: float = 0.5) -> tuple[float, LiveStats]:
-    """Run the threaded pipeline on `frames` replayed at up to `fps`; (output fps, stats)."""
+                 warmup: float = 0.5, patience: float = 60.0) -> tuple[float, float, LiveStats]:
+    """Run the threaded pipeline on `frames` replayed at up to `fps`; (output fps, the seconds
+    measured, stats of the measured window). The window opens `warmup` seconds after the first
+    frame has left (interpreters loaded, caches warm) and lasts `seconds`, longer if fewer than
+    two frames left in it (a rate needs two), at most `patience` seconds each."""
     runner = ThreadedPipeline(ReplaySource(frames, fps), fmt, FramePipeline(settings), FrameSlot())
     runner.start()
     try:
-        time.sleep(warmup)  # first masks, caches, interpreters loaded
-        start_frames, start_dropped, t0 = runner.frames_out, runner.frames_dropped, time.monotonic()
+        _wait_for(lambda: runner.frames_out > 0 or runner.error is not None, patience)
+        time.sleep(warmup)
+        t0 = time.monotonic()
+        start_frames, start_dropped = runner.frames_out, runner.frames_dropped
         time.sleep(seconds)
-        produced, elapsed = runner.frames_out - start_frames, time.monotonic() - t0
+        _wait_for(lambda: runner.frames_out - start_frames >= 2 or runner.error is not None, patience)
         stats = runner.stats()
-        dropped = runner.frames_dropped - start_dropped
+        produced, dropped = runner.frames_out - start_frames, runner.frames_dropped - start_dropped
+        elapsed = time.monotonic() - t0
     finally:
         runner.stop()
     if runner.error is not None:
         raise RuntimeError(f"the threaded pipeline failed: {runner.error}")
     # Counts of the measured window only (not the warm-up).
-    return produced / elapsed, replace(stats, frames_dropped=dropped, frames_out=produced)
+    return produced / elapsed, elapsed, replace(stats, frames_dropped=dropped, frames_out=produced)
+
+
+def _wait_for(condition, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
 
 
 def bench_size(width: int, height: int, settings: Settings, frames: int, seconds: float,
@@ -104,9 +116,9 @@ def bench_size(width: int, height: int, settings: Settings, frames: int, seconds
 
     fmt = StreamFormat("mjpeg", width, height, LIVE_FPS)
     say(f"{width}x{height}: threaded pipeline as fast as it goes for {seconds:g} s")
-    fps_threaded, _ = run_threaded(clip.frames, fmt, settings, 240.0, seconds)
+    fps_threaded, _, _ = run_threaded(clip.frames, fmt, settings, 240.0, seconds)
     say(f"{width}x{height}: live at {LIVE_FPS:g} fps for {seconds:g} s")
-    live_fps, live = run_threaded(clip.frames, fmt, settings, LIVE_FPS, seconds)
+    live_fps, live_seconds, live = run_threaded(clip.frames, fmt, settings, LIVE_FPS, seconds)
 
     med = {k: round(statistics.median(v), 2) for k, v in samples.items()}
     med["capture"] = round(capture_ms(width, height, lores_size), 2)
@@ -122,6 +134,8 @@ def bench_size(width: int, height: int, settings: Settings, frames: int, seconds
                      "latency_p50_ms": _round(live.latency_p50_ms), "latency_p95_ms": _round(live.latency_p95_ms),
                      "mask_age_frames": live.mask_age_frames,
                      "dropped_pct": round(100 * live.frames_dropped / offered, 1) if offered else 0.0,
+                     "frames_out": live.frames_out, "frames_dropped": live.frames_dropped,
+                     "seconds": round(live_seconds, 3),
                      "segment_workers": live.segment_workers}}
 
 

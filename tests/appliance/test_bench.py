@@ -23,7 +23,11 @@ def test_bench_json_reports_every_stage_fps_live_figures_and_peak_rss_per_size()
         assert numbers["fps_threaded"] > 0
         assert set(numbers["framing"]) == {"ms", "cpu_ms"}
         live = numbers["live"]
-        assert 0 < live["fps"] <= live["camera_fps"] * 1.1
+        assert live["fps"] > 0 and live["seconds"] >= 0.5
+        # Fed like a camera: no more frames reached the pipeline in the measured window than a
+        # 30 fps camera gives in it, plus the few already in flight when it opened.
+        in_flight = live["segment_workers"] + 1
+        assert live["frames_out"] + live["frames_dropped"] <= live["camera_fps"] * live["seconds"] + 1 + in_flight
         assert 0 < live["latency_p50_ms"] <= live["latency_p95_ms"]
         assert live["mask_age_frames"] == 0  # every frame its own mask
         assert 0 <= live["dropped_pct"] < 100 and live["segment_workers"] >= 1
