@@ -7,6 +7,7 @@ from pathlib import Path
 
 from appliance.cpuload import CpuMeter
 
+TEMPERATURE_PATH = "/sys/class/thermal/thermal_zone0/temp"  # millidegrees Celsius
 THROTTLED_PATHS = ("/sys/devices/platform/soc/soc:firmware/get_throttled",
                    "/sys/devices/platform/soc/soc:firmware/raspberrypi-hwmon/get_throttled")
 
@@ -15,7 +16,7 @@ def system_health() -> dict:
     """CPU load, SoC temperature and (on a Pi) the firmware's throttling flags."""
     out: dict = {"cpu_load": list(os.getloadavg()), "temperature_c": None, "throttled": None}
     try:
-        out["temperature_c"] = int(Path("/sys/class/thermal/thermal_zone0/temp").read_text()) / 1000
+        out["temperature_c"] = int(Path(TEMPERATURE_PATH).read_text()) / 1000
     except (OSError, ValueError):
         pass
     for p in THROTTLED_PATHS:

@@ -96,12 +96,17 @@ def test_a_running_pipeline_shows_its_rate_inference_latency_and_mask_age(user):
     assert value(metrics, "blurcam_frames_out_total") > 0
 
 
-def test_usb_temperature_and_throttling_appear_as_the_status_has_them(user, demo_controller):
-    # What a Pi adds to the status: the UVC server's figures (the gadget cannot run in-process
-    # here; the VM tests run it) and the firmware's temperature and throttling flags.
+def test_usb_temperature_and_throttling_appear_as_the_status_has_them(user, demo_controller, tmp_path,
+                                                                      monkeypatch):
+    # A Pi's thermal zone and firmware flags, as its kernel shows them: the daemon reads them itself.
+    (tmp_path / "temp").write_text("61500\n")
+    (tmp_path / "get_throttled").write_text("50001\n")  # under-voltage now and since boot; throttled once
+    monkeypatch.setattr("appliance.health.TEMPERATURE_PATH", str(tmp_path / "temp"))
+    monkeypatch.setattr("appliance.health.THROTTLED_PATHS", (str(tmp_path / "get_throttled"),))
+    # The UVC server's figures join the status on a Pi (the gadget cannot run in-process here;
+    # the VM tests run it).
     on_a_pi = {"usb": {"connected": True, "streaming": True, "disconnects": 3, "frames_queued": 1200,
-                       "stalls": 0, "node": "/dev/video0"},
-               "temperature_c": 61.5, "throttled": {"under_voltage": True, "throttled": False}}
+                       "stalls": 0, "node": "/dev/video0"}}
     real_status = demo_controller.status
     demo_controller.status = lambda: {**real_status(), **on_a_pi}
     metrics = scrape(user)
@@ -111,6 +116,8 @@ def test_usb_temperature_and_throttling_appear_as_the_status_has_them(user, demo
     assert value(metrics, "blurcam_temperature_celsius") == 61.5
     assert value(metrics, "blurcam_throttled", condition="under_voltage") == 1
     assert value(metrics, "blurcam_throttled", condition="throttled") == 0
+    assert value(metrics, "blurcam_throttled", condition="throttled_since_boot") == 1
+    assert value(metrics, "blurcam_throttled", condition="freq_capped") == 0
 
 
 def test_a_stopped_daemon_is_up_0_not_an_error(user, demo_daemon):
