@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench models image image-test update-test clean
+.PHONY: run test lint bench models image image-test update-test clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,13 @@ test: $(STAMP)
 	$(PY) -m pip install -q 'systemd-python>=235' || { \
 	  if [ "$${BLURCAM_STRICT:-}" = 1 ]; then echo "systemd-python not built (BLURCAM_STRICT=1: a failure)" >&2; exit 1; fi; \
 	  echo "systemd-python not built: journal tests skip"; }
+	$(MAKE) lint
 	$(PY) -m pytest
+
+# Lint and type check of the package (configuration in pyproject.toml); part of `make test`.
+lint: $(STAMP)
+	$(PY) -m ruff check appliance web
+	$(PY) -m mypy
 
 bench: $(STAMP)
 	$(VENV)/bin/blurcam bench
@@ -47,4 +53,4 @@ update-test: $(STAMP)
 	BLURCAM_IMAGE_TEST=1 BLURCAM_UPDATE_TEST=1 $(PY) -m pytest tests/image_build/test_update_vm.py
 
 clean:
-	rm -rf $(VENV) .state .pytest_cache
+	rm -rf $(VENV) .state .pytest_cache .mypy_cache .ruff_cache

@@ -50,9 +50,9 @@ PREVIEW_VIEWS = ("original", "mask", "output", "all")
 
 def check_preview_view(view: object) -> str:
     """The one check of a preview view name (the daemon makes it for every caller)."""
-    if view not in PREVIEW_VIEWS:
+    if not isinstance(view, str) or view not in PREVIEW_VIEWS:
         raise SettingsError({"view": f"one of {', '.join(PREVIEW_VIEWS)}; got {view!r}"})
-    return view  # type: ignore[return-value]
+    return view
 
 
 class ControlError(RuntimeError):
@@ -342,7 +342,7 @@ class ControlClient:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # a server that refused us (busy) has left its reason to read
                 header, body = recv_message(sock)
-            except socket.timeout:
+            except TimeoutError:
                 raise ControlError(f"camera service did not answer {op!r} within "
                                    f"{self.timeout:g} s") from None
             except (EOFError, ConnectionError) as exc:

@@ -184,7 +184,7 @@ def libcamera_values(values: Mapping[str, int], advertised: Mapping[str, CameraR
     advertises (name -> (min, max, default)) and clamped to their ranges."""
     out: dict[str, Any] = {}
     for c in CONTROLS:
-        if c.name not in values or c.libcamera not in advertised or c.to_libcamera is None:
+        if c.name not in values or c.libcamera is None or c.libcamera not in advertised or c.to_libcamera is None:
             continue
         if c.applies_when is not None and values.get(c.applies_when[0]) != c.applies_when[1]:
             continue

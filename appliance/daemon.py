@@ -242,7 +242,7 @@ def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_so
             return 2
     try:
         controller = Controller(state_dir, fleet_file, source, fault=os.environ.get("BLURCAM_FAULT", ""))
-        controller.pipeline.segmenter  # load the model now: a broken model fails the start, loudly
+        _ = controller.pipeline.segmenter  # load the model now: a broken model fails the start, loudly
     except (SettingsError, FleetError, OSError) as exc:
         log.error("cannot start: %s", exc)
         return 2

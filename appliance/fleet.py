@@ -149,7 +149,7 @@ class Device(_Table):
                       if name is not None]
         except ValueError as exc:
             raise ValueError(f"is not a valid pattern ({exc}); use e.g. 'blurcam-{{serial6}}'") from None
-        allowed = ", ".join("{%s}" % p for p in SERIAL_PLACEHOLDERS)
+        allowed = ", ".join(f"{{{p}}}" for p in SERIAL_PLACEHOLDERS)
         for name, spec, conv in fields:
             if name not in SERIAL_PLACEHOLDERS or spec or conv:
                 raise ValueError(f"has unknown placeholder {{{name}}}; allowed: {allowed}")
@@ -376,7 +376,7 @@ def read_table(path: Path | None, name: str) -> Any:
         except SettingsError as exc:
             raise FleetError({f"{where} {k}": v for k, v in exc.errors.items()}) from None
         return table
-    model = Fleet.model_fields[name].annotation
+    model: Any = Fleet.model_fields[name].annotation
     model = next(a for a in getattr(model, "__args__", (model,)) if a is not type(None))  # Wifi | None
     try:
         return model.model_validate(table)
@@ -457,7 +457,7 @@ def describe(fleet: Fleet) -> str:
     return (f"hostnames like {render_hostname(fleet.device.hostname_pattern, EXAMPLE_SERIAL)}; "
             f"USB {fleet.usb.vendor_id:04x}:{fleet.usb.product_id:04x} "
             f"{fleet.usb.manufacturer!r} {fleet.usb.product!r}; {wifi}; "
-            f"SSH {'on with %d key(s)' % keys if keys else 'off'}; "
+            f"SSH {f'on with {keys} key(s)' if keys else 'off'}; "
             f"web admin password {'set' if fleet.web.admin_password_hash else 'NOT set'}; "
             f"metrics token {'set' if fleet.web.metrics_token else 'not set'}; "
             f"{len(fleet.settings)} setting default(s)")

@@ -16,8 +16,8 @@ import threading
 from collections.abc import Mapping
 
 try:  # libsystemd's own sd_notify / journal API when the binding is installed
-    from systemd import daemon as _sd_daemon
-    from systemd import journal as _sd_journal
+    import systemd.daemon as _sd_daemon
+    import systemd.journal as _sd_journal
 except ImportError:
     _sd_daemon = None
     _sd_journal = None
@@ -98,6 +98,7 @@ class Notifier:
 
     def _send_datagram(self, payload: bytes) -> None:
         address = self.socket_path
+        assert address is not None  # only called when enabled
         if address.startswith("@"):  # abstract namespace socket
             address = "\0" + address[1:]
         with self._lock:

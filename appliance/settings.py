@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, create_model,
                       field_validator)
@@ -22,13 +22,17 @@ from appliance.storage import remove_durably, remove_stale_temp_files, set_aside
 
 log = logging.getLogger(__name__)
 
-RESOLUTIONS = ("640x360", "640x480", "1280x720", "1920x1080")
+Resolution = Literal["640x360", "640x480", "1280x720", "1920x1080"]
+RESOLUTIONS: tuple[Resolution, ...] = get_args(Resolution)
 
 
 class _FixedSettings(BaseModel):
     """Everything a user or a fleet operator can set, but the image controls (added below)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=True)
+
+    if TYPE_CHECKING:  # the image controls' fields are made from the controls table at import
+        def __getattr__(self, name: str) -> Any: ...
 
     effect: Literal["blur", "replace", "none", "privacy"] = "blur"
     blur_strength: int = Field(60, ge=1, le=100, description="how strongly the background is blurred")
@@ -40,7 +44,7 @@ class _FixedSettings(BaseModel):
     precision: Literal["int8", "float"] = "int8"
     mirror: bool = False
     jpeg_quality: int = Field(85, ge=30, le=98)
-    resolutions: list[Literal["640x360", "640x480", "1280x720", "1920x1080"]] = Field(
+    resolutions: list[Resolution] = Field(
         default_factory=lambda: list(RESOLUTIONS), min_length=1, max_length=len(RESOLUTIONS),
         description="MJPEG frame sizes offered to the host, each once")
     # A built-in's name, a stored upload's file name (the daemon also checks that it exists), or ""
@@ -136,7 +140,7 @@ def _allowed(field: str) -> str:
     if lo is not None and hi is not None:
         return f"allowed range {lo}..{hi}"
     if getattr(ann, "__origin__", None) is Literal:
-        return "one of " + ", ".join(map(str, ann.__args__))
+        return "one of " + ", ".join(map(str, get_args(ann)))
     if field == "resolutions":
         return "a non-empty list of different sizes from " + ", ".join(RESOLUTIONS)
     return f"a {getattr(ann, '__name__', ann)}"

@@ -67,8 +67,8 @@ def _rauc(*args: str, timeout: float | None = None) -> str:
     if done.returncode != 0:
         lines = (done.stdout + "\n" + done.stderr).splitlines()
         # `rauc install` prints progress, then "LastError: <the reason>"; other commands an error line.
-        reasons = [l.split(":", 1)[1].strip() for l in lines if l.startswith("LastError:")]
-        reasons = reasons or [l.strip() for l in lines if l.strip()][-2:]
+        reasons = [line.split(":", 1)[1].strip() for line in lines if line.startswith("LastError:")]
+        reasons = reasons or [line.strip() for line in lines if line.strip()][-2:]
         raise UpdateError(" / ".join(reasons) or f"rauc {args[0]} failed (exit status {done.returncode})")
     return done.stdout
 
@@ -203,7 +203,7 @@ def check_gadget(gadget: Path = GADGET) -> str | None:
 def check_selftest() -> str | None:
     from appliance.selftest import run_selftest
     ok, lines = run_selftest()
-    return None if ok else "the self-test failed: " + "; ".join(l for l in lines if l.startswith("FAIL"))
+    return None if ok else "the self-test failed: " + "; ".join(line for line in lines if line.startswith("FAIL"))
 
 
 def health_problems(control_socket: Path = CONTROL_SOCKET, gadget: Path = GADGET) -> list[str]:

@@ -18,7 +18,7 @@ import secrets
 import threading
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from flask import (Blueprint, current_app, flash, g, jsonify, redirect, render_template, request,
                    session, url_for)

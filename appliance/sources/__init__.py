@@ -12,7 +12,8 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from appliance import v4l2_ioctl as k
 from appliance.sources.base import Source, SourceError

@@ -161,7 +161,8 @@ def moving_clip(width: int, height: int, lores_size: tuple[int, int], fps: float
     still part), at `fps`, with truth for every frame: what live-mask checks replay."""
     demo = DemoSource(paced=False)
     demo.start(width, height, fps, lores_size)
-    frames, truths = [], []
+    frames: list[Frame] = []
+    truths: list[np.ndarray] = []
     small = (width // TRUTH_SCALE, height // TRUTH_SCALE)
     n = max(1, round(seconds_per_scene * fps))
     for scene in range(len(PEOPLE)):

@@ -283,9 +283,9 @@ class Picamera2Source:
         return rgb
 
 
-def error_chain(e: BaseException) -> str:
+def error_chain(e: BaseException | None) -> str:
     """An exception's message with the causes behind it ("Camera __init__ ... : ... busy")."""
-    parts = []
+    parts: list[str] = []
     while e is not None and len(parts) < 5:
         if str(e) and str(e) not in parts:
             parts.append(str(e))

@@ -27,7 +27,7 @@ class V4L2Source:
             cap = self._open()
             if fourcc is None:
                 break
-            code = cv2.VideoWriter_fourcc(*fourcc)
+            code = cv2.VideoWriter.fourcc(*fourcc)
             if cap.set(cv2.CAP_PROP_FOURCC, code) and int(cap.get(cv2.CAP_PROP_FOURCC)) == code:
                 break
             cap.release()

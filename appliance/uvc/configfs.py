@@ -18,7 +18,7 @@ from typing import Any
 
 from appliance import fleet
 from appliance.uvc import requests
-from appliance.uvc.formats import FrameSize, VideoFormat, offered_formats
+from appliance.uvc.formats import Encoding, FrameSize, VideoFormat, offered_formats
 
 CONFIGFS_GADGETS = Path("/sys/kernel/config/usb_gadget")
 UDC_CLASS = Path("/sys/class/udc")
@@ -33,7 +33,7 @@ SERIAL_PATHS = (Path("/proc/device-tree/serial-number"),
 MACHINE_ID_PATHS = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"),
                     Path("/sys/class/dmi/id/product_uuid"))
 
-CONFIGFS_DIR_NAMES = {"mjpeg": "mjpeg/m", "yuyv": "uncompressed/u"}
+CONFIGFS_DIR_NAMES: dict[Encoding, str] = {"mjpeg": "mjpeg/m", "yuyv": "uncompressed/u"}
 
 
 class GadgetError(RuntimeError):
@@ -92,7 +92,7 @@ def device_serial(serial_paths: tuple[Path, ...] = SERIAL_PATHS,
                       "is readable; set serial_number in the fleet file's [usb] table")
 
 
-def wanted_spec(identity: UsbIdentity, resolutions: list[str], usb_networking: bool) -> GadgetSpec:
+def wanted_spec(identity: UsbIdentity, resolutions: list[str] | tuple[str, ...], usb_networking: bool) -> GadgetSpec:
     return GadgetSpec(identity, offered_formats(resolutions), usb_networking)
 
 
@@ -404,7 +404,7 @@ def main(args) -> int:
             print("gadget removed" if gadget_down(root) else "no gadget to remove")
             return 0
         settings = SettingsStore(args.state_dir, args.fleet_file).current
-        spec = wanted_spec(read_usb_identity(args.fleet_file), settings.resolutions,
+        spec = wanted_spec(read_usb_identity(args.fleet_file), tuple(settings.resolutions),
                            settings.usb_networking)
         outcome = gadget_up(spec, getattr(args, "udc", None), root)
         status = gadget_status(root)
