@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -294,7 +295,21 @@ def run_daemon(source: str, state_dir: Path, fleet_file: Path | None, control_so
                 web.wait(2)
             except Exception:
                 web.kill()
-    return 0
+    return _leave(0)
+
+
+def _leave(code: int) -> int:
+    """`code`, or the end of the process with it now when a pipeline worker outlived the clean
+    stop (on a slow CPU a frame can still be inside the model). Python ends such a daemon thread
+    with pthread_exit() when it comes back from native code during interpreter shutdown; unwinding
+    the model runtime's noexcept frames then aborts the process (SIGABRT, "terminate called
+    without an active exception"), a crash for systemd. Everything is saved and closed here."""
+    if any(t.is_alive() and t.name.startswith("blurcam-") for t in threading.enumerate()):
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _force_exit() -> None:
