@@ -1,8 +1,10 @@
-"""The webcam against the real Linux host driver, in a QEMU VM (usbip-vudc <-> vhci-hcd + uvcvideo).
+"""Frames reach the host: the webcam against the real Linux host driver, in a QEMU VM.
 
-One VM run (uvc_guest.py, a few minutes under TCG) does everything; the tests below judge its
-results. usbip-vudc cannot carry isochronous data, so frames never reach the host side: the
-frames are checked where they leave our code (the UVC sink's debug dump of what it queued).
+One VM run (tests/support/vm/uvc_guest.py, several minutes under TCG) does everything; the tests
+below judge what it recorded. In the VM, dummy_hcd_iso (our isochronous patch to dummy_hcd, built
+against the VM's own Debian kernel) joins the device side (our configfs gadget and the real
+daemon on the demo camera) to the host side (uvcvideo, v4l2-compliance, GStreamer and our own V4L2
+client) inside one kernel. A failing module build fails these tests; it never skips them.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -19,15 +22,25 @@ import cv2
 import numpy as np
 import pytest
 
+from appliance.selftest import detail, psnr
 from appliance.settings import Settings
+from appliance.sources.demo import SCENE_SECONDS, STILL_SECONDS, DemoSource
 from appliance.uvc.formats import fps_from_interval, offered_formats
 from tests.support import capabilities
-from tests.support.vm import vmlib
+from tests.support.vm import usbmon, vmlib
+from tests.support.vm.dummy_hcd_iso import build as iso_module
 
 pytestmark = pytest.mark.vm
 
 RUNS = vmlib.CACHE / "runs"
 SUMMARY = vmlib.CACHE / "last-uvc-summary.txt"
+# What the guest loads: the kernel's own modules, then ours (dummy_hcd_iso) after udc-core.
+GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "configfs", "libcomposite", "usb_f_uvc",
+                 "usb_f_ncm", "uvcvideo", "usbmon")
+# TCG emulates AVX slowly: numpy, OpenCV and the model run several times faster on an SSE4.2 CPU.
+CPU_MODEL = "Nehalem"
+VM_TIMEOUT_S = 3 * 3600  # a guard against a hung VM, not a budget: the run takes minutes
+STREAMS = (("mjpeg", 1280, 720), ("mjpeg", 1920, 1080), ("yuyv", 640, 480), ("yuyv", 640, 360))
 
 
 def _skip_reason() -> str | None:
@@ -35,7 +48,7 @@ def _skip_reason() -> str | None:
         return "the VM test boots an x86_64 Debian kernel"
     if os.geteuid() != 0:
         return "needs root (the VM's 9p share of / must write as root)"
-    missing = vmlib.missing_tools()
+    missing = vmlib.missing_tools()  # the module's build tools are checked by its build: a failure
     if missing:
         return f"missing Debian packages: {' '.join(missing)} (tools/system-deps.sh installs them)"
     return None
@@ -43,16 +56,32 @@ def _skip_reason() -> str | None:
 
 @pytest.fixture(scope="module")
 def vm() -> dict:
+    earlier = os.environ.get("BLURCAM_VM_RESULTS")  # developing these tests: judge a finished run
+    if earlier:
+        return load_results(Path(earlier), None)
     capabilities.require(_skip_reason())
-    shutil.rmtree(RUNS, ignore_errors=True)  # keep only the newest run's logs
+    vmlinuz, _, release = vmlib.prepare_kernel()
+    try:
+        module = iso_module.build(release, vmlib.debian_version(vmlinuz))
+    except vmlib.VmError as exc:
+        pytest.fail(f"building the test module dummy_hcd_iso failed:\n{exc}")
+    if RUNS.exists():  # keep only the newest run's logs
+        assert RUNS.resolve().parent == vmlib.CACHE.resolve()
+        shutil.rmtree(RUNS)
     run_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True)
     script = run_dir / "guest.sh"
-    script.write_text(f'#!/bin/sh\ncd {vmlib.REPO}\nexec {sys.executable} '
+    # BLURCAM_VM_* variables (step selection, cycle count: development knobs) reach the guest.
+    knobs = "".join(f"export {k}='{v}'\n" for k, v in os.environ.items() if k.startswith("BLURCAM_VM_"))
+    script.write_text(f'#!/bin/sh\ncd {vmlib.REPO}\n{knobs}exec {sys.executable} '
                       f'{vmlib.HERE / "uvc_guest.py"} "$1"\n')
     started = time.monotonic()
-    vmlib.run_vm(script, run_dir)
-    elapsed = time.monotonic() - started
+    vmlib.run_vm(script, run_dir, timeout=VM_TIMEOUT_S, modules=GUEST_MODULES,
+                 extra_modules=(module,), cpu_model=CPU_MODEL)
+    return load_results(run_dir, time.monotonic() - started)
+
+
+def load_results(run_dir: Path, elapsed: float | None) -> dict:
     results_file = run_dir / "results.json"
     if not results_file.exists():
         console = (run_dir / "console.log").read_text(errors="replace")[-3000:]
@@ -61,20 +90,168 @@ def vm() -> dict:
         pytest.fail(f"the VM wrote no results ({run_dir}).\nconsole:\n{console}\nguest:\n{guest}")
     results = json.loads(results_file.read_text())
     results["run_dir"] = str(run_dir)
-    results["vm_seconds"] = round(elapsed, 1)
-    SUMMARY.write_text(
-        f"VM run {run_dir} ({elapsed:.0f} s, kernel {results.get('kernel')})\n\n"
-        f"$ v4l2-ctl --list-formats-ext\n{results.get('formats_output', '')}\n"
-        f"$ v4l2-compliance -d {results.get('host_node')}\n{results.get('compliance_summary')}\n")
+    results["vm_seconds"] = round(elapsed or 0.0, 1)
+    SUMMARY.write_text(summary(results))
+    print(SUMMARY.read_text())
     return results
 
 
 def no_error(vm: dict, step: str) -> None:
+    assert step in vm["steps"], f"step {step} did not run; see {vm['run_dir']}/guest.log"
     assert step not in vm["errors"], f"step {step} failed in the VM:\n{vm['errors'][step]}"
 
 
+# --- what the host received -----------------------------------------------------------------
+
+def stream_of(vm: dict, encoding: str, width: int, height: int) -> dict:
+    return next(s for s in vm["streams"] if s["format"] == f"{encoding} {width}x{height}")
+
+
+def decode(path: Path, encoding: str, width: int, height: int) -> np.ndarray:
+    """A received frame as RGB, decoded the way a host application would."""
+    data = path.read_bytes()
+    if encoding == "mjpeg":
+        bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        assert bgr is not None, f"{path} is not a decodable JPEG"
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    assert len(data) == width * height * 2, f"{path}: {len(data)} bytes is not YUYV {width}x{height}"
+    return cv2.cvtColor(np.frombuffer(data, np.uint8).reshape(height, width, 2), cv2.COLOR_YUV2RGB_YUYV)
+
+
+def fps(frames: list[dict]) -> float:
+    """Frames per second between the first and the last frame the host dequeued."""
+    span = frames[-1]["dequeued_at"] - frames[0]["dequeued_at"]
+    return (len(frames) - 1) / span if span > 0 else 0.0
+
+
+def demo_truth(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """The demo scene (picture, true person mask, its time) that `rgb` shows: the demo's clock
+    is not sent along, so the time is found by matching, first coarsely on small pictures, then
+    finely at full size by the person's own pixels."""
+    h, w = rgb.shape[:2]
+    small_size = (96, round(96 * h / w))
+    small = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), small_size, interpolation=cv2.INTER_AREA)
+    demo = DemoSource(paced=False)
+    demo.start(w, h, 30, (256, 256))
+    moving = SCENE_SECONDS - STILL_SECONDS
+    candidates = [scene * SCENE_SECONDS + STILL_SECONDS + m
+                  for scene in range(3) for m in np.arange(0.0, moving, 0.05)]
+
+    def coarse(t: float) -> float:
+        picture = cv2.resize(cv2.cvtColor(demo.render(t), cv2.COLOR_RGB2GRAY), small_size,
+                             interpolation=cv2.INTER_AREA)
+        return float(np.abs(picture.astype(np.float32) - small).mean())
+
+    best = min(candidates, key=coarse)
+
+    def fine(t: float) -> float:
+        picture, truth = demo.render_with_truth(t)
+        return psnr(picture, rgb, truth > 0.99)
+
+    t = max(np.arange(best - 0.06, best + 0.06, 0.005), key=fine)
+    picture, truth = demo.render_with_truth(float(t))
+    return picture, truth, float(t)
+
+
+def content(rgb: np.ndarray) -> dict:
+    """The person untouched and the background blurred, as `blurcam selftest` measures it."""
+    picture, truth, t = demo_truth(rgb)
+    h, w = truth.shape
+    margin = np.ones((max(3, h // 40),) * 2, np.uint8)
+    person = cv2.erode((truth > 0.99).astype(np.uint8), margin).astype(bool)
+    background = cv2.erode((truth < 0.01).astype(np.uint8), margin * 3).astype(bool)
+    gray_in = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
+    gray_out = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    return {"t": round(t, 3), "person_psnr_db": round(psnr(picture, rgb, person), 1),
+            "background_detail_ratio": round(detail(gray_out, background) / detail(gray_in, background), 3)}
+
+
+def payload_check(payloads: list[list]) -> dict:
+    """Frames as the host's USB stack saw them: FID, EOF, PTS, SCR of every payload header."""
+    frames, fid, toggles, bad_fid, eof_then_same_fid = 0, None, 0, 0, 0
+    last_eof = False
+    for length, hlen, info, pts, stc, sof in payloads:
+        this_fid = info & usbmon.FID
+        if fid is not None and this_fid != fid:
+            toggles += 1
+            if not last_eof:
+                bad_fid += 1  # FID changed inside a frame
+        elif fid is not None and last_eof:
+            eof_then_same_fid += 1  # a new frame must flip FID
+        fid = this_fid
+        last_eof = bool(info & usbmon.EOF)
+        frames += last_eof
+    return {
+        "payloads": len(payloads),
+        "frames_with_eof": frames,
+        "fid_toggles": toggles,
+        "fid_changes_inside_a_frame": bad_fid,
+        "new_frames_without_fid_toggle": eof_then_same_fid,
+        "without_eoh": sum(1 for p in payloads if not p[2] & usbmon.EOH),
+        "header_length_wrong": sum(1 for p in payloads
+                                   if p[1] != 2 + 4 * bool(p[2] & usbmon.PTS) + 6 * bool(p[2] & usbmon.SCR)),
+        "with_pts": sum(1 for p in payloads if p[3] is not None),
+        "with_scr": sum(1 for p in payloads if p[4] is not None),
+        "with_error_bit": sum(1 for p in payloads if p[2] & usbmon.ERR),
+    }
+
+
+def class_requests(vm: dict) -> list[dict]:
+    return [a for a in vm["race_answers"] if a["what"].startswith(("GET_CUR", "SET_CUR"))]
+
+
+def latencies(vm: dict) -> list[float]:
+    return [f["dequeued_at"] - vm["latency_captured"][str(f["counter"])] for f in vm["latency_frames"]
+            if vm["latency_captured"].get(str(f["counter"])) is not None]
+
+
+def summary(vm: dict) -> str:
+    """The figures the issue's note quotes, in one file (tests/.cache/vm/last-uvc-summary.txt)."""
+    out = [f"VM run {vm['run_dir']} ({vm['vm_seconds']:.0f} s, kernel {vm.get('kernel')}, "
+           f"CPU {vm.get('cpu_model')}); steps (s): {vm.get('steps')}", "",
+           "$ v4l2-ctl --list-formats-ext", vm.get("formats_output", ""), ""]
+    for run in vm.get("compliance", []):
+        out.append(f"v4l2-compliance -s2, {run['format']} ({run['seconds']} s): {run['summary']}")
+    out.append("")
+    for s in vm.get("streams", []):
+        frames = s["frames"]
+        out.append(f"our client, {s['format']}: {len(frames)} frames received "
+                   f"({sum(1 for f in frames if not f['error'])} without error flag), host "
+                   f"{fps(frames):.2f} fps, daemon {s['daemon_status']['fps']} fps "
+                   f"(frames queued by the daemon meanwhile: {s['daemon_frames_queued']}); "
+                   f"STREAMON {s['streamon_s']} s; idle {s['idle_after_s']} s after STREAMOFF")
+        if "usbmon" in s:
+            mon = s["usbmon"]
+            out.append(f"  payload headers seen by the host: {payload_check(mon['payloads'])}, "
+                       f"{mon['empty_packets']} empty packets, {mon['urbs']} URBs "
+                       f"({mon.get('cancelled_urbs')} cancelled by the host at STREAMOFF), "
+                       f"{mon.get('lost_events')} usbmon events lost")
+    for g in vm.get("gstreamer", []):
+        out.append(f"GStreamer v4l2src {g['name']}: exit {g['returncode']} in {g['seconds']} s")
+    if vm.get("latency_frames"):
+        lat = latencies(vm)
+        out.append(f"latency capture->host app, effect none, MJPEG 640x360: {len(lat)} frames, median "
+                   f"{statistics.median(lat) * 1000:.0f} ms, max {max(lat) * 1000:.0f} ms; daemon's own "
+                   f"capture->output {vm['latency_daemon_status']}")
+    if vm.get("race_answers"):
+        answers = class_requests(vm)
+        worst = max(answers, key=lambda a: a["seconds"])
+        times = sorted(a["seconds"] for a in answers)
+        out.append(f"class requests across start/stop races: {len(answers)}, median "
+                   f"{statistics.median(times) * 1000:.0f} ms, {sum(t > 0.5 for t in times)} over 500 ms, worst "
+                   f"{worst['seconds'] * 1000:.0f} ms ({worst['what']}); SET_INTERFACE worst "
+                   f"{max(a['seconds'] for a in vm['race_answers'] if 'INTERFACE' in a['what']) * 1000:.0f} ms")
+    if vm.get("cycles"):
+        out.append("start/stop cycles (cycle: RSS kB, fds): " + ", ".join(
+            f"{c['cycle']}: {c['rss_kb']}, {c['fds']}" for c in vm["cycles"]))
+    return "\n".join(out) + "\n"
+
+
+# --- the tests ------------------------------------------------------------------------------
+
 def test_the_vm_ran_every_step_to_the_end(vm):
     assert vm.get("finished"), f"the guest script stopped early; see {vm['run_dir']}/guest.log"
+    assert not vm["errors"], "\n".join(vm["errors"])
 
 
 def test_gadget_up_builds_once_then_is_unchanged_and_down_removes_it(vm):
@@ -82,7 +259,7 @@ def test_gadget_up_builds_once_then_is_unchanged_and_down_removes_it(vm):
     assert vm["gadget_up"][0] == 0 and vm["gadget_up"][1].startswith("gadget built"), vm["gadget_up"]
     assert vm["gadget_up_again"][0] == 0 and "gadget unchanged" in vm["gadget_up_again"][1]
     st = vm["gadget_status"]
-    assert st["gadget"] == "bound" and st["udc"] == "usbip-vudc.0"
+    assert st["gadget"] == "bound" and st["udc"] == "dummy_udc.0"
     assert (st["vendor_id"], st["product_id"], st["product"]) == ("0x1d6b", "0x0104", "BlurCam")
     assert re.fullmatch(r"[0-9a-f]{16}", st["serial_number"])
     assert st["usb_networking"] is False
@@ -95,101 +272,227 @@ def test_gadget_up_builds_once_then_is_unchanged_and_down_removes_it(vm):
     assert vm["gadget_status_after_down"] == {"gadget": "absent"}
 
 
+def test_the_host_enumerates_a_high_speed_webcam(vm):
+    no_error(vm, "enumerate")
+    assert vm["host_speed"] == "480"
+    assert "BlurCam" in vm["host_devices"]
+    assert vm["status_after_enumerate"]["host_connected"] is True
+
+
 def test_the_host_lists_exactly_the_configured_formats_sizes_and_intervals(vm):
     no_error(vm, "list_formats")
     fourcc = {"mjpeg": "MJPG", "yuyv": "YUYV"}
     expected = sorted((fourcc[f.encoding], fr.width, fr.height, fps_from_interval(i))
                       for f in offered_formats(Settings().resolutions) for fr in f.frames
                       for i in fr.intervals)
-    found = sorted((c, w, h, round(fps, 3)) for c, w, h, fps in vm["formats"])
+    found = sorted((c, w, h, round(rate, 3)) for c, w, h, rate in vm["formats"])
     assert found == expected
     assert len(found) == 18  # 4 MJPEG + 2 YUYV sizes, each at 30/25/15 fps
 
 
-def test_v4l2_compliance_passes_every_non_streaming_test(vm):
+@pytest.mark.parametrize("encoding,width,height", STREAMS)
+def test_our_client_receives_whole_frames_at_the_committed_size(vm, encoding, width, height):
+    no_error(vm, "stream_formats")
+    s = stream_of(vm, encoding, width, height)
+    assert len(s["frames"]) == 4 and not any(f["error"] for f in s["frames"])
+    assert s["daemon_status"]["stream_format"].startswith(f"{encoding.upper()} {width}x{height}@30")
+    directory = Path(vm["run_dir"]) / "frames" / f"client-{encoding}-{width}x{height}"
+    for f in s["frames"]:
+        rgb = decode(directory / f["file"], encoding, width, height)
+        assert rgb.shape == (height, width, 3)
+        assert rgb.std() > 20, f"{f['file']} is flat: not a camera picture"
+
+
+@pytest.mark.parametrize("encoding,width,height", STREAMS)
+def test_the_host_sees_the_person_intact_and_the_background_blurred(vm, encoding, width, height):
+    no_error(vm, "stream_formats")
+    s = stream_of(vm, encoding, width, height)
+    directory = Path(vm["run_dir"]) / "frames" / f"client-{encoding}-{width}x{height}"
+    for f in s["frames"][1:3]:
+        found = content(decode(directory / f["file"], encoding, width, height))
+        assert found["person_psnr_db"] > 26, (f["file"], found)
+        assert found["background_detail_ratio"] < 0.25, (f["file"], found)
+
+
+def test_gstreamer_decodes_mjpeg_and_yuyv_from_the_webcam(vm):
+    no_error(vm, "gstreamer")
+    for g in vm["gstreamer"]:
+        assert g["returncode"] == 0, g["stderr"]
+        raw = (Path(vm["run_dir"]) / "frames" / g["file"]).read_bytes()
+        w, h = g["width"], g["height"]
+        assert len(raw) == 3 * w * h * 3, f"{g['name']}: {len(raw)} bytes is not 3 RGB frames"
+        last = np.frombuffer(raw, np.uint8)[-w * h * 3:].reshape(h, w, 3)
+        assert content(last)["background_detail_ratio"] < 0.25
+
+
+# uvcvideo in Debian 12's kernel (6.1) accepts STREAMON before any buffer is allocated, where V4L2
+# wants EINVAL. That check is of the host driver alone (it fails for every UVC camera), made before
+# a frame is asked of the device; upstream moved uvcvideo's queue onto the vb2 helpers later.
+UVCVIDEO_OWN_CHECK = "v4l2-test-buffers.cpp(1345): node->streamon(q.g_type()) != EINVAL"
+
+
+def compliance_verdicts(output: str) -> dict[str, list[str]]:
+    """Each test v4l2-compliance ran -> the `fail:` lines it printed (empty: it passed)."""
+    verdicts: dict[str, list[str]] = {}
+    pending: list[str] = []
+    for line in output.splitlines():
+        text = line.strip()
+        if text.startswith("fail:"):
+            pending.append(text.removeprefix("fail:").strip())
+        elif text.startswith("test ") and ": " in text:
+            name, verdict = text.rsplit(": ", 1)
+            verdicts[name] = pending if verdict.startswith("FAIL") else []
+            pending = []
+    return verdicts
+
+
+@pytest.mark.parametrize("encoding,width,height", STREAMS)
+def test_v4l2_compliance_with_streaming_passes_all_but_uvcvideos_own_check(vm, encoding, width, height):
+    """Run on the counter source with effect none: its streaming checks allow 2 s a frame, and TCG
+    runs the model at several seconds a frame; the demo's content is judged above."""
     no_error(vm, "compliance")
-    summary = vm["compliance_summary"]
-    assert summary, vm["compliance_output"][-3000:]
+    fourcc = "MJPG" if encoding == "mjpeg" else "YUYV"
+    run = next(r for r in vm["compliance"] if r["format"] == f"{fourcc} {width}x{height}")
+    assert run["summary"], run["output"]
     total, ok, failed = (int(x) for x in re.search(
-        r": (\d+), Succeeded: (\d+), Failed: (\d+)", summary).groups())
-    failures = vm["compliance_failures"]
-    if _tool_older_than_kernel(vm):
-        # Debian 12's v4l2-compliance predates the kernel 6.8 use of v4l2_create_buffers'
-        # reserved bytes (max_num_buffers): its check of the host driver's CREATE_BUFS fails
-        # for every device. Only that known check may fail; everything about our gadget must pass.
-        skew = [f for f in failures if "crbufs.reserved" in f or "CREATE_BUFS/QUERYBUF: FAIL" in f]
-        failures = [f for f in failures if f not in skew]
-        failed -= 1 if skew else 0
-        ok += 1 if skew else 0
-    assert failed == 0 and ok == total, "\n".join(failures)
+        r": (\d+), Succeeded: (\d+), Failed: (\d+)", run["summary"]).groups())
+    verdicts = compliance_verdicts(run["output"])
+    failing = {name: why for name, why in verdicts.items() if why}
+    others = {name: why for name, why in failing.items() if why != [UVCVIDEO_OWN_CHECK]}
+    assert not others, others
+    assert failed == len(failing) and ok == total - failed, run["summary"]
+    # The streaming that uvcvideo's check does not stop: frames really flow to v4l2-compliance.
+    assert verdicts.get("test USERPTR (select)") == [], verdicts
+    assert verdicts.get("test blocking wait") == [], verdicts
 
 
-def _tool_older_than_kernel(vm: dict) -> bool:
-    kernel = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", vm["kernel"]).groups())
-    tool = re.search(r"v4l2-compliance (\d+)\.(\d+)", vm["compliance_output"])
-    return kernel >= (6, 8) and tool is not None and tuple(map(int, tool.groups())) < (1, 26)
+def test_the_host_gets_frames_as_fast_as_the_daemon_makes_them(vm):
+    """TCG-bound rates, but every frame the daemon queued reaches the host."""
+    no_error(vm, "stream_formats")
+    for s in vm["streams"]:
+        host = fps(s["frames"])
+        assert host > 0, s["format"]
+        # Frames the daemon queued while the host took 4: at most the 4 plus those in flight.
+        assert s["daemon_frames_queued"] <= len(s["frames"]) + 4, s
+        assert host >= 0.5 * s["daemon_status"]["fps"], (s["format"], host, s["daemon_status"])
+
+
+def test_payload_headers_toggle_fid_per_frame_and_mark_each_frame_end(vm):
+    no_error(vm, "stream_formats")
+    s = stream_of(vm, *STREAMS[0])
+    assert s["usbmon"]["lost_events"] == 0, "usbmon could not keep up: the record has gaps"
+    assert s["usbmon"]["packet_errors"] == 0
+    found = payload_check(s["usbmon"]["payloads"])
+    assert found["payloads"] > 0
+    assert found["without_eoh"] == 0 and found["header_length_wrong"] == 0
+    assert found["with_error_bit"] == 0
+    assert found["fid_changes_inside_a_frame"] == 0 and found["new_frames_without_fid_toggle"] == 0
+    assert found["frames_with_eof"] >= len(s["frames"])
+    assert found["fid_toggles"] >= found["frames_with_eof"] - 1
+    # The kernel stamps its SOF/STC clock into every payload (SCR); PTS only when the daemon
+    # gives the buffer a timestamp.
+    assert found["with_scr"] == found["payloads"]
+
+
+def test_the_daemon_goes_idle_when_the_host_stops_streaming(vm):
+    no_error(vm, "stream_formats")
+    for s in vm["streams"]:
+        idle = s["idle_status"]
+        assert idle["state"] == "idle" and idle["stream_format"] is None, s["format"]
+        assert idle["usb"]["streaming"] is False
+
+
+def test_unplugged_mid_stream_and_plugged_back_it_streams_again_without_a_restart(vm):
+    no_error(vm, "unplug_replug")
+    out = vm["unplug"]
+    assert out["host_node_gone"] and out["capture_after_unplug"] != "got a frame"
+    assert out["status_unplugged"]["host_connected"] is False and out["idle_unplugged"] == "idle"
+    assert out["after_replug"]["bytes"] > 0 and not out["after_replug"]["error"]
+    assert out["daemon_alive"] and out["pid_after"] == out["pid_before"]
+    assert out["disconnects"] >= 1
+
+
+def test_the_gadget_unbound_mid_stream_and_bound_again_streams_without_a_restart(vm):
+    no_error(vm, "udc_rebind")
+    out = vm["udc_rebind"]
+    assert out["status_unbound"]["usb"]["node_lost"] >= 1
+    assert out["after_rebind"]["bytes"] > 0 and out["daemon_alive"]
+    assert out["status_after"]["usb"]["connected"] is True
+
+
+def test_two_hundred_start_stop_cycles_leave_memory_and_fds_flat(vm):
+    no_error(vm, "start_stop_cycles")
+    series = vm["cycles"]
+    assert series[-1]["cycle"] == 200 and all(c["alive"] for c in series)
+    warm = next(c for c in series if c["cycle"] == 50)
+    # fds: the fewest over a second (a status query's socket may be closing), so +-1 is noise;
+    # a leak of one fd per stream would add 150 by the end.
+    later = [c["fds"] for c in series if c["cycle"] >= 50]
+    assert series[-1]["fds"] <= warm["fds"] + 1 and max(later) - min(later) <= 2, [c["fds"] for c in series]
+    assert series[-1]["rss_kb"] - warm["rss_kb"] < 4096, [c["rss_kb"] for c in series]
+    assert vm["cycles_usb"]["streams"] >= 200
+    assert vm["cycles_idle"]["state"] == "idle"
+
+
+# USB 2.0 (9.2.6.4) gives a device 500 ms for a request. In this VM the device's one vCPU runs
+# under TCG on a shared 2-core machine, tens of times slower than a Pi: requests that take well
+# under a millisecond natively take tens of ms here, and the few right after a running pipeline
+# stops (its last frame still in the model, on the same vCPU) took 480-550 ms under a load of 9-19.
+# So the host waits 1 s and the test asks: nearly all within 500 ms, none over 1 s. A blocking
+# event loop (issue #12: the stop joined the pipeline's start) answered after 1.3-2.7 s.
+VM_REQUEST_LIMIT_S = 1.0
+
+
+def test_class_requests_are_answered_in_time_across_start_stop_races(vm):
+    no_error(vm, "request_race")
+    for trial in vm["race"]:
+        assert trial["set_interface_on"]["error"] is None, trial
+        assert trial["set_interface_off"]["error"] is None, trial
+        code = trial["error_code"]
+        assert code["error"] is None and code["seconds"] <= VM_REQUEST_LIMIT_S, trial
+        assert code["data"] == "00", trial  # the previous requests all succeeded
+        back = trial["probe_back"]
+        assert back["error"] is None and back["seconds"] <= VM_REQUEST_LIMIT_S, trial
+        # Not the answer to another request: the probe the host set (format 1, frame 3, 30 fps).
+        assert bytes.fromhex(trial["probe_back_hex"])[2:8] == bytes([1, 3]) + (333333).to_bytes(4, "little")
+        # ... with the payload size configfs holds, as the host reads it (dwMaxPayloadTransferSize).
+        assert int.from_bytes(bytes.fromhex(trial["probe_back_hex"])[22:26], "little") == \
+            vm["configfs_maxpacket"]
+    answers = class_requests(vm)
+    assert len(answers) >= 40 and all(a["error"] in (None, "EPIPE") for a in answers), answers
+    times = sorted(a["seconds"] for a in answers)
+    assert times[-1] <= VM_REQUEST_LIMIT_S, times
+    assert sum(t <= 0.5 for t in times) >= 0.9 * len(times), times
+    assert statistics.median(times) <= 0.1, times
+
+
+def test_the_request_error_code_is_reported_once_then_reset(vm):
+    no_error(vm, "request_race")
+    stall, first, second = vm["error_code_reads"]
+    assert stall["error"] == "EPIPE"
+    assert (first["data"], second["data"]) == ("06", "00")  # invalid control, then no error
+
+
+def test_transport_latency_with_effect_none_is_measured_from_the_picture(vm):
+    no_error(vm, "stamp_daemon_start")
+    no_error(vm, "latency")
+    counters = [f["counter"] for f in vm["latency_frames"]]
+    assert counters == sorted(counters) and len(set(counters)) == len(counters), counters
+    lat = latencies(vm)
+    assert len(lat) == len(counters) and all(x > 0 for x in lat), lat
+    assert vm["latency_daemon_status"]["effect"] == "none"
 
 
 def test_a_brightness_change_on_the_host_reaches_the_daemon(vm):
     no_error(vm, "controls")
     assert vm["brightness_daemon"]["brightness"] == 37
-    # uvcvideo caches control values; a change made on the device (-12, from the settings page)
-    # is what the host reads once it enumerates again (checked after the attach/detach cycles).
-    # f_uvc gives userspace no interrupt endpoint to announce the change sooner.
     if "contrast" in vm["controls_listed"]:  # kernels >= 6.3 let us advertise it
         assert vm["contrast_daemon"] == 150
 
 
-def test_streaming_720p_mjpeg_starts_the_pipeline_with_the_committed_format(vm):
-    no_error(vm, "stream_720p_mjpeg")
-    st = vm["stream_status"]
-    assert st["stream_format"] == "MJPEG 1280x720@30"
-    assert st["usb"]["committed"] == "MJPEG 1280x720@30"
-    assert vm["stream_status_later"]["usb"]["frames_queued"] >= 3
-
-
-def _background_energy(rgb: np.ndarray) -> float:
-    """High-frequency energy of the top corners, which are background in every demo scene."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32)
-    h, w = gray.shape
-    regions = (gray[: h // 10, : w // 6], gray[: h // 10, -w // 6:])
-    return float(np.mean([cv2.Laplacian(r, cv2.CV_32F).var() for r in regions]))
-
-
-def test_queued_frames_are_720p_jpegs_with_a_blurred_background(vm):
-    no_error(vm, "stream_720p_mjpeg")
-    from appliance.sources.demo import DemoSource
-    dump = Path(vm["run_dir"]) / "dump"
-    jpegs = sorted(dump.glob("*-mjpeg-1280x720-*.jpg"))
-    assert len(jpegs) >= 3, vm["dump_files"]
-    demo = DemoSource(paced=False)
-    demo.start(1280, 720, 30, (256, 256))
-    raw = min(_background_energy(demo.render(t)) for t in (1.0, 11.0, 21.0))  # all 3 scenes
-    for path in jpegs:
-        bgr = cv2.imread(str(path))
-        assert bgr is not None, f"{path.name} does not decode"
-        assert bgr.shape == (720, 1280, 3)
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        assert rgb.std() > 20, f"{path.name} is flat: not a camera frame"
-        assert _background_energy(rgb) < 0.2 * raw, f"{path.name}: background not blurred"
-
-
-def test_the_daemon_goes_idle_when_the_host_stops_streaming(vm):
-    no_error(vm, "stream_720p_mjpeg")
-    idle = vm["idle_status"]
-    assert idle["state"] == "idle" and idle["stream_format"] is None
-    assert idle["usb"]["streaming"] is False
-
-
-def test_twenty_attach_detach_cycles_no_crash_no_leak(vm):
-    no_error(vm, "attach_detach_cycles")
-    cycles = vm["cycles"]
-    assert len(cycles) == 20 and all(c["alive"] for c in cycles)
-    assert all(c["disconnect_seen"] for c in cycles)
-    assert cycles[-1]["usb"]["disconnects"] >= 20
-    assert cycles[-1]["fds"] == cycles[4]["fds"]
-    growth_kb = cycles[-1]["rss_kb"] - cycles[4]["rss_kb"]
-    assert growth_kb < 2048, [c["rss_kb"] for c in cycles]
-    assert vm["after_cycles_brightness"] == "brightness: -12"
+def test_the_daemon_stops_cleanly_after_all_that(vm):
     no_error(vm, "daemon_stop")
     assert vm["daemon_exit"] == 0
+    assert vm["daemon_log_errors"] == []
+    no_error(vm, "stamp_daemon_stop")
+    assert vm["stamp_daemon_exit"] == 0

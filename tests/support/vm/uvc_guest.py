@@ -1,6 +1,11 @@
-"""Runs inside the test VM (see test_uvc_vm.py): our gadget and daemon on one side of usbip, the
-Linux host driver (uvcvideo) and v4l-utils on the other. Writes what it saw to RUN/results.json;
-the pytest on the host judges it. Every step records its outcome even when an earlier one failed.
+"""Runs inside the test VM (see tests/appliance/uvc/test_uvc_in_vm.py): our gadget and daemon on
+the device side of dummy_hcd_iso (our isochronous patch to dummy_hcd), the Linux webcam driver
+(uvcvideo) and real host applications on its host side, all in one kernel. Writes what it saw
+to RUN/results.json and the received frames to RUN/frames; the pytest on the host judges them.
+Every step records its outcome even when an earlier one failed.
+
+The device and the host share this VM's two CPUs, where in life each has its own: the daemon runs
+on CPU 1 and everything of the host's (this script, v4l2-compliance, GStreamer) on CPU 0.
 """
 
 from __future__ import annotations
@@ -19,15 +24,28 @@ REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
 from appliance.control import ControlClient  # noqa: E402
+from tests.support.vm import usbfs_host, usbmon  # noqa: E402
+from tests.support.vm.stamp_source import LOG_ENV, SPEC, read_counter  # noqa: E402
+from tests.support.vm.v4l2_capture import Capture, CaptureError  # noqa: E402
 
 RUN = Path(sys.argv[1])
 STATE = Path("/run/blurcam-vm-state")  # the VM's own tmpfs: a unix socket cannot live on 9p
 FLEET = RUN / "fleet.toml"
-DUMP = RUN / "dump"
+FRAMES = RUN / "frames"
 SOCKET = STATE / "control.sock"
-UDC = "usbip-vudc.0"
-CYCLES = int(os.environ.get("BLURCAM_VM_CYCLES", "20"))
-results: dict = {"errors": {}}
+STAMP_LOG = STATE / "stamp-times.txt"  # tmpfs, like the daemon logs (see start_daemon)
+UDC = "dummy_udc.0"
+UDC_DIR = Path("/sys/class/udc") / UDC
+GADGET = Path("/sys/kernel/config/usb_gadget/blurcam")
+CYCLES = int(os.environ.get("BLURCAM_VM_CYCLES", "200"))
+CYCLE_FRAME_EVERY = 50  # every this many start/stop cycles, wait for a frame too
+FRAME_TIMEOUT = float(os.environ.get("BLURCAM_VM_FRAME_TIMEOUT", "180"))  # TCG on a busy machine
+FRAMES_PER_FORMAT = int(os.environ.get("BLURCAM_VM_FRAMES", "4"))
+# The formats a host application streams: (encoding, width, height).
+STREAMS = (("mjpeg", 1280, 720), ("mjpeg", 1920, 1080), ("yuyv", 640, 480), ("yuyv", 640, 360))
+ONLY = set(filter(None, os.environ.get("BLURCAM_VM_STEPS", "").split(",")))  # for development
+HOST_CPUS, DEVICE_CPUS = {0}, {1}
+results: dict = {"errors": {}, "steps": {}}
 
 
 def save() -> None:
@@ -38,7 +56,7 @@ def log(msg: str) -> None:
     print(f"[{time.monotonic():8.1f}] {msg}", flush=True)
 
 
-def sh(*cmd: str, timeout: float = 120, check: bool = False) -> subprocess.CompletedProcess:
+def sh(*cmd: str, timeout: float = 300, check: bool = False) -> subprocess.CompletedProcess:
     log("$ " + " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if proc.stdout.strip():
@@ -48,10 +66,6 @@ def sh(*cmd: str, timeout: float = 120, check: bool = False) -> subprocess.Compl
     if check and proc.returncode != 0:
         raise RuntimeError(f"{cmd[0]} exited {proc.returncode}: {proc.stderr.strip()[-500:]}")
     return proc
-
-
-def blurcam(*args: str, **kw) -> subprocess.CompletedProcess:
-    return sh(sys.executable, "-m", "appliance", *args, **kw)
 
 
 def wait_for(what: str, predicate, timeout: float, interval: float = 0.25):
@@ -70,12 +84,16 @@ def wait_for(what: str, predicate, timeout: float, interval: float = 0.25):
 
 def step(name: str):
     def wrap(fn):
+        if ONLY and name not in ONLY:
+            return fn
         log(f"=== {name}")
+        began = time.monotonic()
         try:
             fn()
         except Exception as exc:
             results["errors"][name] = f"{exc!r}\n{traceback.format_exc()}"
             log(f"!!! {name}: {exc!r}")
+        results["steps"][name] = round(time.monotonic() - began, 1)
         save()
         return fn
     return wrap
@@ -91,8 +109,17 @@ def host_node() -> str | None:
     return None
 
 
+def host_usb_device() -> str | None:
+    """The sysfs name of our gadget as the host's USB core sees it (e.g. 1-1)."""
+    for dev in sorted(Path("/sys/bus/usb/devices").glob("*-*")):
+        if ":" not in dev.name and (dev / "product").exists() and \
+                (dev / "product").read_text().strip() == "BlurCam":
+            return dev.name
+    return None
+
+
 def status() -> dict:
-    return ControlClient(SOCKET, timeout=10).status()
+    return ControlClient(SOCKET, timeout=20).status()
 
 
 def daemon_memory(pid: int) -> tuple[int, int]:
@@ -107,25 +134,7 @@ def daemon_memory(pid: int) -> tuple[int, int]:
     return rss, min(fds)
 
 
-def attach() -> str:
-    sh("usbip", "attach", "-r", "127.0.0.1", "-b", UDC, check=True)
-    return wait_for("the host's uvcvideo node", host_node, 60)
-
-
-def detach() -> None:
-    sh("usbip", "detach", "-p", "00", check=True)
-    wait_for("the host node to go away", lambda: host_node() is None, 60)
-
-
-FLEET.write_text('[usb]\nvendor_id = "0x1d6b"\nproduct_id = "0x0104"\nmanufacturer = "BlurCam"\n'
-                 'product = "BlurCam"\n')
-STATE.mkdir(parents=True, exist_ok=True)
-results["kernel"] = os.uname().release
-daemon: subprocess.Popen | None = None
-node: str | None = None
-
-
-def gadget_cli(action: str, *extra: str) -> list:
+def gadget_cli(action: str) -> list:
     """`blurcam gadget ACTION` in this process: a fresh interpreter costs ~20 s under TCG."""
     import contextlib
     import io
@@ -139,44 +148,107 @@ def gadget_cli(action: str, *extra: str) -> list:
     return [rc, out.getvalue().strip()]
 
 
+def start_daemon(*args: str, env: dict | None = None, log_name: str = "daemon.log",
+                 module: str = "appliance") -> subprocess.Popen:
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", module, "run", *args, "--state-dir", str(STATE),
+         "--fleet-file", str(FLEET)],
+        # The log goes to the VM's tmpfs (copied to RUN when the daemon stops): a write to the
+        # 9p share waits for QEMU on the busy host, which a product's journal never does.
+        stdout=open(STATE / log_name, "w"), stderr=subprocess.STDOUT, env=full_env, cwd=REPO,
+        preexec_fn=lambda: os.sched_setaffinity(0, DEVICE_CPUS))
+    wait_for("the daemon's UVC server", lambda: status().get("usb"), 600, 1.0)
+    return proc
+
+
+def stop_daemon(proc: subprocess.Popen, log_name: str) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        code = proc.wait(120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        code = proc.wait()
+    (RUN / log_name).write_bytes((STATE / log_name).read_bytes())
+    return code
+
+
+def wait_idle() -> dict:
+    return wait_for("the daemon to go idle", lambda: (s := status())["state"] == "idle" and s, 120, 0.5)
+
+
+def save_frame(directory: Path, index: int, encoding: str, data: bytes) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{index:03d}.{'jpg' if encoding == 'mjpeg' else 'yuyv'}"
+    path.write_bytes(data)
+    return path.name
+
+
+def stream_with_our_client(node: str, encoding: str, width: int, height: int, count: int,
+                           directory: Path | None) -> dict:
+    """Stream `count` frames with our V4L2 client; what arrived and what the daemon said."""
+    before = status()["usb"]["frames_queued"]
+    out: dict = {"format": f"{encoding} {width}x{height}", "frames": []}
+    began = time.monotonic()
+    with Capture(node, encoding, width, height) as cap:
+        out["streamon_s"] = round(time.monotonic() - began, 2)
+        for i, frame in enumerate(cap.frames(count, FRAME_TIMEOUT)):
+            name = save_frame(directory, i, encoding, frame.data) if directory else None
+            out["frames"].append({"file": name, "bytes": len(frame.data), "sequence": frame.sequence,
+                                  "error": frame.error, "dequeued_at": frame.dequeued_at,
+                                  "timestamp": frame.timestamp})
+        st = status()
+    out["daemon_status"] = {key: st.get(key) for key in ("state", "stream_format", "fps",
+                                                         "latency_ms", "frames_dropped")}
+    out["daemon_usb"] = st["usb"]
+    out["daemon_frames_queued"] = st["usb"]["frames_queued"] - before
+    return out
+
+
+if os.cpu_count() and os.cpu_count() > 1:
+    os.sched_setaffinity(0, HOST_CPUS)
+FLEET.write_text('[usb]\nvendor_id = "0x1d6b"\nproduct_id = "0x0104"\nmanufacturer = "BlurCam"\n'
+                 'product = "BlurCam"\n')
+STATE.mkdir(parents=True, exist_ok=True)
+results["kernel"] = os.uname().release
+results["cpu_model"] = next((line.split(":", 1)[1].strip() for line in
+                             Path("/proc/cpuinfo").read_text().splitlines()
+                             if line.startswith("model name")), None)
+daemon: subprocess.Popen | None = None
+node: str | None = None
+
+
 @step("gadget_up")
 def _():
     results["udcs"] = sorted(os.listdir("/sys/class/udc"))
     # The real command line once, then the same entry point in-process.
-    first = blurcam("gadget", "up", "--state-dir", str(STATE), "--fleet-file", str(FLEET))
+    first = sh(sys.executable, "-m", "appliance", "gadget", "up", "--state-dir", str(STATE),
+               "--fleet-file", str(FLEET))
     results["gadget_up"] = [first.returncode, first.stdout.strip() + first.stderr.strip()]
     results["gadget_up_again"] = gadget_cli("up")
     results["gadget_status"] = json.loads(gadget_cli("status")[1])
-    base = "/sys/kernel/config/usb_gadget/blurcam/functions/uvc.usb0/control"
-    results["bm_controls"] = {
-        unit: Path(f"{base}/{path}/bmControls").read_text().split()
-        for unit, path in (("camera", "terminal/camera/default"), ("processing", "processing/default"))}
+    function = GADGET / "functions/uvc.usb0"
+    results["configfs_maxpacket"] = int((function / "streaming_maxpacket").read_text())
 
 
 @step("daemon_start")
 def _():
     global daemon
-    env = {**os.environ, "BLURCAM_UVC_DUMP_DIR": str(DUMP), "BLURCAM_UVC_DUMP_MAX": "4",
-           "PYTHONUNBUFFERED": "1"}
-    daemon = subprocess.Popen(
-        [sys.executable, "-m", "appliance", "run", "--source", "demo", "--state-dir", str(STATE),
-         "--fleet-file", str(FLEET)],
-        stdout=open(RUN / "daemon.log", "w"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    daemon = start_daemon("--source", "demo")
     results["daemon_pid"] = daemon.pid
-    st = wait_for("the daemon's UVC server", lambda: status().get("usb"), 240, 1.0)
-    results["usb_status_before_attach"] = st
 
 
-@step("attach")
+@step("enumerate")
 def _():
     global node
-    sh("ip", "link", "set", "lo", "up")
-    sh("usbipd", "--device", "-D", check=True)
-    time.sleep(1)
-    node = attach()
+    node = wait_for("the host's uvcvideo node", host_node, 300)
     results["host_node"] = node
+    results["host_usb_device"] = host_usb_device()
+    usb = Path("/sys/bus/usb/devices") / results["host_usb_device"]
+    results["host_speed"] = (usb / "speed").read_text().strip()
     results["host_devices"] = sh("v4l2-ctl", "--list-devices").stdout
-    results["status_after_attach"] = wait_for("host_connected", lambda: (s := status())["host_connected"] and s, 30)
+    results["status_after_enumerate"] = wait_for(
+        "host_connected", lambda: (s := status())["host_connected"] and s, 60)
 
 
 @step("list_formats")
@@ -194,16 +266,6 @@ def _():
     results["formats"] = found
 
 
-@step("compliance")
-def _():
-    proc = sh("v4l2-compliance", "-d", node, timeout=300)
-    results["compliance_output"] = proc.stdout + proc.stderr
-    results["compliance_summary"] = next(
-        (line.strip() for line in proc.stdout.splitlines() if line.startswith("Total for")), None)
-    results["compliance_failures"] = [line.strip() for line in proc.stdout.splitlines()
-                                      if "FAIL" in line]
-
-
 @step("controls")
 def _():
     results["controls_listed"] = sh("v4l2-ctl", "-d", node, "--list-ctrls").stdout
@@ -211,66 +273,258 @@ def _():
     results["brightness_daemon"] = wait_for(
         "brightness 37 in the daemon status",
         lambda: status()["controls"]["brightness"] == 37 and status()["controls"], 20)
-    # A change made on the device side (web page) is what the host reads back.
+    # A change made on the device side (web page) is what the host reads once it re-enumerates.
     ControlClient(SOCKET).update_settings({"brightness": -12})
     results["brightness_host_readback"] = sh("v4l2-ctl", "-d", node, "-C", "brightness").stdout.strip()
     if "contrast" in results["controls_listed"]:
         sh("v4l2-ctl", "-d", node, "-c", "contrast=150", check=True)
         results["contrast_daemon"] = status()["controls"]["contrast"]
+        sh("v4l2-ctl", "-d", node, "-c", "contrast=100", check=True)
 
 
-@step("stream_720p_mjpeg")
+@step("stream_formats")
 def _():
-    host = subprocess.Popen(
-        ["v4l2-ctl", "-d", node, "--set-fmt-video=width=1280,height=720,pixelformat=MJPG",
-         "--stream-mmap=4", "--stream-count=100000"],
-        stdout=open(RUN / "host-stream.log", "w"), stderr=subprocess.STDOUT)
-    try:
-        results["stream_status"] = wait_for(
-            "the daemon to stream", lambda: (s := status())["state"] == "streaming" and s, 120, 0.5)
-        # usbip-vudc never completes isochronous transfers, so the 4 output buffers are never
-        # handed back: 3 queued frames are what this link can show (~1 min under TCG).
-        wait_for("3 queued frames in the dump", lambda: len(list(DUMP.glob("*.jpg"))) >= 3, 300, 1.0)
-        results["stream_status_later"] = status()
-    finally:
-        host.send_signal(signal.SIGINT)
-        try:
-            host.wait(20)
-        except subprocess.TimeoutExpired:
-            host.kill()
-            host.wait()
-    results["dump_files"] = sorted(p.name for p in DUMP.iterdir())
-    results["idle_status"] = wait_for(
-        "the daemon to go idle", lambda: (s := status())["state"] == "idle" and s, 60, 0.5)
-
-
-@step("attach_detach_cycles")
-def _():
-    global node
-    cycles = []
-    for i in range(CYCLES):
-        detach()
-        try:
-            off = wait_for("host_connected false", lambda: not status()["host_connected"], 20)
-        except TimeoutError:
-            off = False
-        node = attach()
-        st = wait_for("host_connected", lambda: (s := status())["host_connected"] and s, 30)
-        rss, fds = daemon_memory(daemon.pid)
-        cycles.append({"cycle": i + 1, "rss_kb": rss, "fds": fds, "alive": daemon.poll() is None,
-                       "disconnect_seen": off is True, "usb": st.get("usb")})
-        log(f"cycle {i + 1}: rss {rss} kB, {fds} fds")
-        results["cycles"] = cycles
+    """Each format in turn with our client (so also a format switch between streams), the host's
+    USB packets recorded by usbmon during the first."""
+    ControlClient(SOCKET).update_settings({"brightness": 0})  # the picture as the demo made it
+    usb = Path("/sys/bus/usb/devices") / results["host_usb_device"]
+    bus, devnum = int((usb / "busnum").read_text()), int((usb / "devnum").read_text())
+    streams = results["streams"] = []
+    for i, (encoding, width, height) in enumerate(STREAMS):
+        directory = FRAMES / f"client-{encoding}-{width}x{height}"
+        if i == 0:
+            with usbmon.UsbmonRecorder(bus, devnum) as recorder:
+                got = stream_with_our_client(node, encoding, width, height, FRAMES_PER_FORMAT, directory)
+            rec = recorder.recording
+            got["usbmon"] = {"urbs": rec.urbs, "empty_packets": rec.empty_packets,
+                             "packet_errors": rec.packet_errors, "cancelled_urbs": rec.cancelled_urbs,
+                             "lost_events": rec.lost_events,
+                             "payloads": [[p.length, p.header_length, p.info, p.pts, p.scr_stc, p.scr_sof]
+                                          for p in rec.payloads]}
+        else:
+            got = stream_with_our_client(node, encoding, width, height, FRAMES_PER_FORMAT, directory)
+        idle_began = time.monotonic()
+        got["idle_status"] = wait_idle()
+        got["idle_after_s"] = round(time.monotonic() - idle_began, 2)
+        streams.append(got)
         save()
-    results["after_cycles_brightness"] = sh("v4l2-ctl", "-d", node, "-C", "brightness").stdout.strip()
+
+
+@step("gstreamer")
+def _():
+    """GStreamer's v4l2src, decoding to RGB, as a desktop application would."""
+    runs = results["gstreamer"] = []
+    for caps, decode, name, (w, h) in (
+            ("image/jpeg,width=1280,height=720", "jpegdec ! ", "gst-mjpeg-1280x720", (1280, 720)),
+            ("video/x-raw,format=YUY2,width=640,height=360", "", "gst-yuyv-640x360", (640, 360))):
+        out = FRAMES / f"{name}.rgb"
+        FRAMES.mkdir(parents=True, exist_ok=True)
+        began = time.monotonic()
+        proc = sh("gst-launch-1.0", "-q", "v4l2src", f"device={node}", "num-buffers=3", "!", *caps.split(),
+                  "!", *decode.split(), "videoconvert", "!", "video/x-raw,format=RGB", "!",
+                  "filesink", f"location={out}", timeout=3 * FRAME_TIMEOUT)
+        runs.append({"name": name, "width": w, "height": h, "returncode": proc.returncode,
+                     "stderr": proc.stderr[-2000:], "seconds": round(time.monotonic() - began, 1),
+                     "file": out.name if out.exists() else None})
+        wait_idle()
+
+
+def _stream_until_frame(label: str) -> dict:
+    with Capture(node, "mjpeg", 640, 360) as cap:
+        frame = cap.next_frame(FRAME_TIMEOUT)
+    return {"label": label, "bytes": len(frame.data), "error": frame.error}
+
+
+@step("unplug_replug")
+def _():
+    """The cable pulled mid-stream (the UDC's soft disconnect) and put back: no daemon restart."""
+    global node
+    out = results["unplug"] = {"pid_before": daemon.pid}
+    with Capture(node, "mjpeg", 640, 360) as cap:
+        cap.next_frame(FRAME_TIMEOUT)
+        (UDC_DIR / "soft_connect").write_text("disconnect")
+        out["host_node_gone"] = bool(wait_for("the host node to go away", lambda: host_node() is None, 60))
+        try:
+            cap.next_frame(10)
+            out["capture_after_unplug"] = "got a frame"
+        except (OSError, CaptureError) as exc:
+            out["capture_after_unplug"] = repr(exc)
+    out["status_unplugged"] = wait_for(
+        "host_connected false", lambda: (s := status())["host_connected"] is False and s, 60)
+    out["idle_unplugged"] = wait_idle()["state"]
+    (UDC_DIR / "soft_connect").write_text("connect")
+    node = wait_for("the host node to come back", host_node, 120)
+    out["after_replug"] = _stream_until_frame("after replug")
+    out["pid_after"] = daemon.pid
+    out["daemon_alive"] = daemon.poll() is None
+    out["disconnects"] = status()["usb"]["disconnects"]
+    wait_idle()
+
+
+@step("udc_rebind")
+def _():
+    """The gadget unbound from its UDC mid-stream (its video node is destroyed) and bound again:
+    the daemon finds the new node by itself."""
+    global node
+    out = results["udc_rebind"] = {"pid_before": daemon.pid}
+    with Capture(node, "mjpeg", 640, 360) as cap:
+        cap.next_frame(FRAME_TIMEOUT)
+        (GADGET / "UDC").write_text("\n")
+        wait_for("the host node to go away", lambda: host_node() is None, 60)
+        try:
+            cap.next_frame(5)
+        except (OSError, CaptureError):
+            pass
+    out["status_unbound"] = wait_for(
+        "the daemon to notice", lambda: (s := status())["usb"]["node_lost"] >= 1 and s, 60)
+    (GADGET / "UDC").write_text(UDC + "\n")
+    node = wait_for("the host node to come back", host_node, 180)
+    out["after_rebind"] = _stream_until_frame("after rebind")
+    out["status_after"] = status()
+    out["daemon_alive"] = daemon.poll() is None
+    wait_idle()
+
+
+@step("start_stop_cycles")
+def _():
+    """A host application opening and closing the stream CYCLES times (every
+    CYCLE_FRAME_EVERY-th time waiting for a frame): the daemon's memory and fds stay flat."""
+    series = results["cycles"] = []
+    began = time.monotonic()
+    for i in range(1, CYCLES + 1):
+        with Capture(node, "mjpeg", 640, 360) as cap:
+            if i % CYCLE_FRAME_EVERY == 0:
+                cap.next_frame(FRAME_TIMEOUT)
+        if i == 1 or i % 10 == 0:
+            rss, fds = daemon_memory(daemon.pid)
+            series.append({"cycle": i, "rss_kb": rss, "fds": fds, "alive": daemon.poll() is None,
+                           "elapsed_s": round(time.monotonic() - began, 1)})
+            log(f"cycle {i}: rss {rss} kB, {fds} fds")
+            save()
+    results["cycles_idle"] = wait_idle()
+    results["cycles_usb"] = status()["usb"]
+
+
+@step("request_race")
+def _():
+    """Class requests from a usbfs host across stream start/stop races, each with a 500 ms
+    timeout, as issue #12 reproduced it; then the request error code's reset."""
+    device = results["host_usb_device"]
+    usbfs_host.unbind_driver(device, (0, 1))
+    trials = results["race"] = []
+    function = GADGET / "functions/uvc.usb0"
+    pu = int((function / "control/processing/default/bUnitID").read_text())
+    try:
+        # The host waits up to 1 s (not the 500 ms a strict host allows), so that a slow answer
+        # is measured rather than lost; the test judges the times.
+        with usbfs_host.UsbfsHost(device, (0, 1), timeout_ms=1000) as host:
+            # format 1 (MJPEG), frame 3 (1280x720), 30 fps
+            probe = usbfs_host.probe_bytes(1, 3, 333333)
+            for delay in (0.0, 0.0, 0.05, 0.2, 0.5, 1.0, 2.0, "streaming", 0.0, 0.1, 0.3):
+                host.control("SET_CUR probe", usbfs_host.OUT_CLASS_INTERFACE, usbfs_host.SET_CUR,
+                             usbfs_host.VS_PROBE << 8, 1, probe)
+                host.control("SET_CUR commit", usbfs_host.OUT_CLASS_INTERFACE, usbfs_host.SET_CUR,
+                             usbfs_host.VS_COMMIT << 8, 1, probe)
+                on = host.set_interface(1, 1)
+                if delay == "streaming":
+                    wait_for("the pipeline to stream", lambda: status()["state"] == "streaming", 300, 0.1)
+                else:
+                    time.sleep(delay)
+                off = host.set_interface(1, 0)
+                code = host.control("GET_CUR error code", usbfs_host.IN_CLASS_INTERFACE,
+                                    usbfs_host.GET_CUR, usbfs_host.VC_REQUEST_ERROR_CODE << 8, 0, 1)
+                back = host.control("GET_CUR probe", usbfs_host.IN_CLASS_INTERFACE, usbfs_host.GET_CUR,
+                                    usbfs_host.VS_PROBE << 8, 1, 34)
+                trials.append({"delay": delay, "set_interface_on": on.__dict__,
+                               "set_interface_off": off.__dict__, "error_code": code.__dict__,
+                               "probe_back": back.__dict__, "probe_back_hex": (back.data or b"").hex()})
+                save()
+            # An unknown processing-unit control stalls; the error code says why, then resets.
+            stall = host.control("GET_CUR unknown control", usbfs_host.IN_CLASS_INTERFACE,
+                                 usbfs_host.GET_CUR, 0x1F << 8, pu << 8, 2)
+            first = host.control("GET_CUR error code", usbfs_host.IN_CLASS_INTERFACE,
+                                 usbfs_host.GET_CUR, usbfs_host.VC_REQUEST_ERROR_CODE << 8, 0, 1)
+            second = host.control("GET_CUR error code", usbfs_host.IN_CLASS_INTERFACE,
+                                  usbfs_host.GET_CUR, usbfs_host.VC_REQUEST_ERROR_CODE << 8, 0, 1)
+            results["error_code_reads"] = [stall.__dict__, first.__dict__, second.__dict__]
+            results["race_answers"] = [a.__dict__ for a in host.answers]
+    finally:
+        usbfs_host.bind_driver(device, (0, 1))
+    results["race_idle"] = wait_idle()
+    for a in results["race_answers"]:
+        if isinstance(a.get("data"), bytes):
+            a["data"] = a["data"].hex()
 
 
 @step("daemon_stop")
 def _():
-    if daemon is None:
-        return
-    daemon.send_signal(signal.SIGTERM)
-    results["daemon_exit"] = daemon.wait(60)
+    global node
+    results["daemon_exit"] = stop_daemon(daemon, "daemon.log")
+    results["daemon_log_errors"] = [line for line in (RUN / "daemon.log").read_text().splitlines()
+                                    if "Traceback" in line or " ERROR " in line][:20]
+
+
+@step("stamp_daemon_start")
+def _():
+    """The daemon again, now on the test-only counter source with effect none: frames cost next
+    to nothing to make, so what is timed below is the transport, not TCG running the model."""
+    global daemon, node
+    from appliance.settings import SettingsStore
+    SettingsStore(STATE, FLEET).update({"effect": "none"})
+    daemon = start_daemon("--source", SPEC, env={LOG_ENV: str(STAMP_LOG)}, log_name="daemon-stamp.log",
+                          module="tests.support.vm.stamp_source")
+    node = wait_for("the host's uvcvideo node", host_node, 300)
+
+
+@step("latency")
+def _():
+    """How old each frame is when the host application gets it (counter read from the picture)."""
+    import cv2
+    import numpy as np
+    frames = []
+    with Capture(node, "mjpeg", 640, 360) as cap:
+        for frame in cap.frames(12, FRAME_TIMEOUT):
+            gray = cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_GRAYSCALE)
+            frames.append({"counter": read_counter(gray), "dequeued_at": frame.dequeued_at,
+                           "timestamp": frame.timestamp})
+        st = status()
+    results["latency_frames"] = frames
+    results["latency_daemon_status"] = {k: st.get(k) for k in ("fps", "latency_ms", "effect", "source")}
+    captured = {}
+    for line in STAMP_LOG.read_text().splitlines():
+        counter, when = line.split()
+        captured[int(counter)] = float(when)
+    results["latency_captured"] = {f["counter"]: captured.get(f["counter"]) for f in frames}
+    wait_idle()
+
+
+@step("compliance")
+def _():
+    """v4l2-compliance with its streaming tests, once per format."""
+    runs = results["compliance"] = []
+    for encoding, width, height in STREAMS:
+        fourcc = "MJPG" if encoding == "mjpeg" else "YUYV"
+        sh("v4l2-ctl", "-d", node, f"--set-fmt-video=width={width},height={height},pixelformat={fourcc}",
+           check=True)
+        began = time.monotonic()
+        proc = sh("v4l2-compliance", "-d", node, "-s2", timeout=3600)
+        lines = proc.stdout.splitlines()
+        runs.append({"format": f"{fourcc} {width}x{height}", "seconds": round(time.monotonic() - began, 1),
+                     "summary": next((ln.strip() for ln in lines if ln.startswith("Total for")), None),
+                     "failures": [ln.strip() for ln in lines if "FAIL" in ln or "fail:" in ln],
+                     "version": next((ln.strip() for ln in lines if "v4l2-compliance" in ln
+                                      and "SHA" in ln), lines[0] if lines else None),
+                     "format_line": next((ln.strip() for ln in lines if "Pixel Format" in ln), None),
+                     "output": proc.stdout[-8000:]})
+        save()
+    wait_idle()
+
+
+@step("stamp_daemon_stop")
+def _():
+    results["stamp_daemon_exit"] = stop_daemon(daemon, "daemon-stamp.log")
+    from appliance.settings import SettingsStore
+    SettingsStore(STATE, FLEET).update({"effect": "blur"})
 
 
 @step("usb_networking")
@@ -280,19 +534,21 @@ def _():
     SettingsStore(STATE, FLEET).update({"usb_networking": True})
     results["networking_up"] = gadget_cli("up")
     results["networking_status"] = json.loads(gadget_cli("status")[1])
-    config = Path("/sys/kernel/config/usb_gadget/blurcam/configs/c.1")
+    config = GADGET / "configs/c.1"
     results["networking_config"] = sorted(p.name for p in config.iterdir() if p.is_symlink())
 
 
 @step("gadget_down")
 def _():
-    sh("usbip", "detach", "-p", "00")
     down = gadget_cli("down")
     again = gadget_cli("down")
     results["gadget_down"] = [*down, *again]
     results["gadget_status_after_down"] = json.loads(gadget_cli("status")[1])
 
 
-results["dmesg_tail"] = sh("dmesg").stdout.splitlines()[-60:]
+for kept in STATE.glob("*.log"):  # a daemon's log that stop_daemon did not copy (a failed step)
+    if not (RUN / kept.name).exists():
+        (RUN / kept.name).write_bytes(kept.read_bytes())
+results["dmesg_tail"] = sh("dmesg").stdout.splitlines()[-80:]
 results["finished"] = True
 save()

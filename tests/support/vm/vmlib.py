@@ -26,7 +26,7 @@ KERNEL_META_PACKAGE = "linux-image-amd64"
 MODULES = ("virtio_pci", "9pnet_virtio", "9p", "configfs", "libcomposite", "usb_f_uvc",
            "usb_f_ncm", "uvcvideo", "usbip-vudc", "vhci-hcd")
 HOST_TOOLS = {"qemu-system-x86_64": "qemu-system-x86", "busybox": "busybox-static",
-              "usbipd": "usbip", "v4l2-compliance": "v4l-utils", "depmod": "kmod",
+              "v4l2-compliance": "v4l-utils", "depmod": "kmod",
               "cpio": "cpio", "dpkg-deb": "dpkg", "apt-get": "apt",
               "mkfs.ext4": "e2fsprogs", "dmsetup": "dmsetup"}
 
