@@ -424,12 +424,13 @@ def test_two_hundred_start_stop_cycles_leave_memory_and_fds_flat(vm):
     no_error(vm, "start_stop_cycles")
     series = vm["cycles"]
     assert series[-1]["cycle"] == 200 and all(c["alive"] for c in series)
-    warm = next(c for c in series if c["cycle"] == 50)
-    # fds: the fewest over a second (a status query's socket may be closing), so +-1 is noise;
-    # a leak of one fd per stream would add 150 by the end.
-    later = [c["fds"] for c in series if c["cycle"] >= 50]
-    assert series[-1]["fds"] <= warm["fds"] + 1 and max(later) - min(later) <= 2, [c["fds"] for c in series]
-    assert series[-1]["rss_kb"] - warm["rss_kb"] < 4096, [c["rss_kb"] for c in series]
+    # A leak raises the floor; a cycle that waited for a frame (every 50th) may still hold the
+    # stopping pipeline's files and memory for a moment, so each quarter's lowest value is compared.
+    early = [c for c in series if 10 <= c["cycle"] <= 60]
+    late = [c for c in series if c["cycle"] >= 150]
+    assert min(c["fds"] for c in late) <= min(c["fds"] for c in early) + 1, [c["fds"] for c in series]
+    assert min(c["rss_kb"] for c in late) - min(c["rss_kb"] for c in early) < 4096, \
+        [c["rss_kb"] for c in series]
     assert vm["cycles_usb"]["streams"] >= 200
     assert vm["cycles_idle"]["state"] == "idle"
 
