@@ -124,6 +124,21 @@ class Frame:
     truth: np.ndarray | None   # float32 person alpha, or None for full real photos
 
 
+def astronaut_at_the_bottom_edge(float_segmenter, width: int = 1280, height: int = 720) -> Frame:
+    """Issue #11's bottom-edge case: the astronaut photo's person filling the frame's height,
+    standing in from its bottom edge, over a busy background (grass)."""
+    astronaut = next(c for c in cutouts(float_segmenter) if c.name == "astronaut")
+    pw = round(astronaut.rgb.shape[1] * height / astronaut.rgb.shape[0])
+    x = (width - pw) // 2
+    truth = np.zeros((height, width), np.float32)
+    truth[:, x:x + pw] = cv2.resize(astronaut.alpha, (pw, height))
+    person = np.zeros((height, width, 3), np.float32)
+    person[:, x:x + pw] = cv2.resize(astronaut.rgb, (pw, height))
+    grass = _cover(photo("grass"), width, height).astype(np.float32)
+    rgb = (grass * (1 - truth[..., None]) + person * truth[..., None]).astype(np.uint8)
+    return Frame("astronaut at the bottom edge", rgb, truth)
+
+
 def composites(people: list[Cutout], backgrounds, count: int, seed: int,
                width: int = 640, height: int = 480, empty_share: float = 0.0) -> list[Frame]:
     """``count`` webcam-like frames: a person pasted onto a background.

@@ -399,6 +399,11 @@ function showStatus(s) {
   set("st-state", { idle: "Idle", streaming: "Streaming to computer", preview: "Preview only" }[s.state] || s.state);
   set("st-fps", s.state === "idle" ? "–" : fmt.number(s.fps, 1, " fps"));
   set("st-inference", fmt.number(s.inference_ms, 1, " ms"));
+  // Capture to output, and how old the applied mask is (0: every frame its own mask).
+  set("st-latency", s.latency_p50_ms === null || s.latency_p50_ms === undefined ? "–"
+    : `${fmt.number(s.latency_p50_ms, 0, "")} / ${fmt.number(s.latency_p95_ms, 0, " ms")}`);
+  set("st-mask-age", s.mask_age_frames === null || s.mask_age_frames === undefined ? "–"
+    : `${s.mask_age_frames} frames · ${fmt.number(s.mask_age_ms, 0, " ms")}`);
   set("st-host", s.host_connected ? (s.state === "streaming" ? "Streaming" : "Connected") : "Not connected");
   set("st-model", s.model ? `${s.model} · ${s.precision}` : "–");
   set("st-cpu", fmt.number(s.cpu_percent, 0, " % busy"));

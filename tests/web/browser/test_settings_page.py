@@ -55,6 +55,10 @@ def test_log_in_change_blur_upload_a_background_and_log_out(desktop, camera, tmp
     # The status panel shows the real pipeline running at preview size.
     wait_until(page, "parseFloat(document.getElementById('st-fps').textContent) > 0")
     assert re.fullmatch(r"\d+\.\d ms", page.locator("#st-inference").inner_text())
+    # ...with its capture-to-output latency, and every frame composited with its own mask.
+    wait_until(page, "document.getElementById('st-mask-age').textContent !== '–'")
+    assert re.fullmatch(r"\d+ / \d+ ms", page.locator("#st-latency").inner_text())
+    assert page.locator("#st-mask-age").inner_text() == "0 frames · 0 ms"
     assert page.locator("#usb-state").inner_text().strip() == "No computer connected"
 
     # Blur strength, from the keyboard: the output follows, the original does not.
