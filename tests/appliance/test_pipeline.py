@@ -35,8 +35,9 @@ class SlowModel(FramePipeline):
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
         try:
+            prob = super().predict(frame, segmenter, timings)
             self.hold(frame)
-            return super().predict(frame, segmenter, timings)
+            return prob
         finally:
             with self._count:
                 self.running -= 1
@@ -73,8 +74,9 @@ class CountingSource(ReplaySource):
 
 
 class ModelTakingFrames(SlowModel):
-    """A model that runs while the camera delivers `frames` more frames (a model three frame
-    times slow, timed in frames), logging (frame's sequence, newest frame read when it ended)."""
+    """A model that answers once the camera has delivered `frames` more frames after the one it
+    works on (a model three frame times slow, timed in frames), logging (the frame's sequence,
+    the newest frame read when it answered)."""
 
     def __init__(self, settings, source: CountingSource, frames: int):
         super().__init__(settings)
@@ -82,7 +84,7 @@ class ModelTakingFrames(SlowModel):
         self.runs: list[tuple[int, int]] = []
 
     def hold(self, frame) -> None:
-        self.source.wait_until(self.source.last + self.frames)
+        self.source.wait_until(frame.sequence + self.frames)
 
     def predict(self, frame, segmenter=None, timings=None):
         prob = super().predict(frame, segmenter, timings)
@@ -175,8 +177,9 @@ def test_frames_leave_in_capture_order_though_their_masks_come_back_out_of_order
 def test_when_the_model_cannot_keep_up_the_rate_drops_evenly_and_no_frame_queues(clip):
     # One worker, a model busy while the camera delivers three frames: about every fourth
     # frame can be masked. The ones that leave are spread evenly and none waits for the model.
-    # Time is counted in camera frames, so a loaded machine does not change what is asserted.
-    source = CountingSource(clip.frames)
+    # Time is counted in camera frames (a slow camera, 15 fps, leaves the threads time to be
+    # scheduled), so a loaded machine does not change what is asserted.
+    source = CountingSource(clip.frames, fps=15)
     pipeline = ModelTakingFrames(Settings(), source, frames=3)
     runner, _, results = run_for(pipeline, source=source, outputs=14, segment_workers=1)
     gaps = np.diff([r.frame.sequence for r in results[2:]])
