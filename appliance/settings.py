@@ -48,8 +48,9 @@ class _FixedSettings(BaseModel):
         default_factory=lambda: list(RESOLUTIONS), min_length=1, max_length=len(RESOLUTIONS),
         description="MJPEG frame sizes offered to the host, each once")
     # A built-in's name, a stored upload's file name (the daemon also checks that it exists), or ""
-    # for the default built-in (appliance/backgrounds.py): no path, no dot file.
-    background: str = Field("", max_length=128, pattern=r"^([A-Za-z0-9_-][A-Za-z0-9._-]*)?$",
+    # for the default built-in: backgrounds.check_name is the one rule (no path, no dot file), and
+    # its refusal says what is accepted.
+    background: str = Field("", max_length=128,
                             description="a built-in background's name, an uploaded picture's file "
                                         "name, or empty for the default built-in")
 

@@ -19,7 +19,7 @@ from appliance.settings import Settings, SettingsError, SettingsStore, merge, va
     ({"resolutions": []}, "resolutions", "non-empty"),
     ({"resolutions": ["800x600"]}, "resolutions", "640x360"),
     ({"jpeg_quality": 100}, "jpeg_quality", "30..98"),
-    ({"background": "../etc/passwd"}, "background", "pattern"),
+    ({"background": "../etc/passwd"}, "background", "an uploaded picture's name"),
     ({"colour": "red"}, "colour", "unknown setting"),
 ])
 def test_a_bad_value_is_rejected_naming_the_field_and_what_is_allowed(change, field, words):

@@ -70,7 +70,7 @@ def test_a_partial_put_changes_only_the_given_fields_and_is_saved(user, controll
     ({"resolutions": ["800x600"]}, "resolutions", "640x360"),
     ({"jpeg_quality": 100}, "jpeg_quality", "30..98"),
     ({"privacy_text": "x" * 61}, "privacy_text", "60 characters"),
-    ({"background": "../../etc/passwd"}, "background", "pattern"),
+    ({"background": "../../etc/passwd"}, "background", "an uploaded picture's name"),
     ({"brightness": -101}, "brightness", "-100..100"),
     ({"wifi_password": "x"}, "wifi_password", "unknown setting"),
 ])
