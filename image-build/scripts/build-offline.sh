@@ -68,6 +68,9 @@ PARTUUID=$partuuid-07  /var/lib/blurcam  ext4   noatime,nodev,nosuid,noexec,erro
 tmpfs  /var/tmp                  tmpfs  mode=1777,nosuid,nodev,size=64M        0  0
 tmpfs  /var/log                  tmpfs  mode=0755,nosuid,nodev,noexec,size=16M 0  0
 tmpfs  /var/lib/NetworkManager   tmpfs  mode=0700,nosuid,nodev,noexec,size=4M  0  0
+# systemd's own state (timesyncd's clock file, rfkill, the random seed): units that cannot start
+# without a writable StateDirectory; nothing there needs to outlive a boot on this device.
+tmpfs  /var/lib/systemd          tmpfs  mode=0755,nosuid,nodev,noexec,size=4M  0  0
 FSTAB
   echo blurcam > "$rootfs/etc/hostname"
 

@@ -139,6 +139,36 @@ def test_nothing_on_the_root_is_written_at_run_time(rootfs):
         assert os.readlink(rootfs / "etc/systemd/system" / unit) == "/dev/null"
 
 
+def state_directories(rootfs: Path) -> dict[str, list[str]]:
+    """StateDirectory= of every unit the image ships and has not masked: {unit: [/var/lib/...]}."""
+    found = {}
+    units = sorted((rootfs / "usr/lib/systemd/system").iterdir())
+    units += sorted((rootfs / "etc/systemd/system").glob("*.service"))
+    for unit in units:
+        masked = rootfs / "etc/systemd/system" / unit.name
+        if not unit.is_file() or (masked.is_symlink() and os.readlink(masked) == "/dev/null"):
+            continue
+        dirs = [f"/var/lib/{d.split(':')[0]}" for line in unit.read_text(errors="replace").splitlines()
+                if line.startswith("StateDirectory=") for d in line.split("=", 1)[1].split()]
+        if dirs:
+            found[unit.name] = dirs
+    return found
+
+
+def test_every_state_directory_is_in_ram_or_on_the_data_partition(rootfs):
+    """systemd makes a unit's StateDirectory= before starting it: on the read-only root that fails
+    and the unit never starts (timesyncd, for one). Each must be on a tmpfs or on p7."""
+    entries = fstab(rootfs)
+    writable = [m for m, e in entries.items() if e[2] == "tmpfs" or m.startswith("/var/lib/blurcam")
+                or e[0].startswith("/var/lib/blurcam/")]
+    dirs = state_directories(rootfs)
+    assert "systemd-timesyncd.service" in dirs, sorted(dirs)
+    dirs.pop("capsule@.service", None)  # per-user service managers ("capsules"): none on the device
+    on_root = {unit: d for unit, ds in dirs.items() for d in ds
+               if not any(d == m or d.startswith(m + "/") for m in writable)}
+    assert on_root == {}, f"state directories on the read-only root: {on_root}"
+
+
 def enabled_units(root: Path, target: str) -> set[str]:
     wants = root / "etc/systemd/system" / f"{target}.wants"
     return {p.name for p in wants.iterdir() if p.is_symlink() and (root / str(p.readlink()).lstrip("/")).exists()}

@@ -22,6 +22,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,17 +53,36 @@ class DataDisk:
     def guest_device(self) -> str:
         return "/dev/vda" if self.partition is None else f"/dev/vda{self.partition}"
 
-    def host_spec(self) -> str:
-        """The filesystem for e2fsprogs on the host: the image, at the partition's offset."""
-        if self.partition is None:
-            return str(self.image)
+    def extent(self) -> tuple[int, int]:
+        """The partition's (start, size) in bytes in the image."""
         table = json.loads(subprocess.run(["sfdisk", "--json", str(self.image)], check=True,
                                           capture_output=True, text=True).stdout)["partitiontable"]
         sector = table.get("sectorsize", 512)
         for part in table["partitions"]:
             if re.search(rf"\D{self.partition}$", part["node"]):
-                return f"{self.image}?offset={part['start'] * sector}"
+                return part["start"] * sector, part["size"] * sector
         raise PowerCutError(f"{self.image} has no partition {self.partition}")
+
+    def host_spec(self) -> str:
+        """The filesystem for e2fsprogs on the host (reading): the image, at the partition's offset."""
+        return str(self.image) if self.partition is None else f"{self.image}?offset={self.extent()[0]}"
+
+    @contextmanager
+    def block_device(self) -> Iterator[str]:
+        """The filesystem as a device of its own, for e2fsck: given image?offset=N, e2fsck cannot
+        re-open the filesystem after replaying its journal (e2fsprogs 1.47: "Bad magic number in
+        super-block while trying to re-open"), so a partition gets a read-write loop device."""
+        if self.partition is None:
+            yield str(self.image)
+            return
+        start, size = self.extent()
+        device = subprocess.run(["losetup", "--find", "--show", "--offset", str(start), "--sizelimit",
+                                 str(size), str(self.image)], check=True, capture_output=True,
+                                text=True).stdout.strip()
+        try:
+            yield device
+        finally:
+            subprocess.run(["losetup", "--detach", device], check=False)
 
 
 def make_data_disk(image: Path, size_mb: int = 64) -> DataDisk:
@@ -164,7 +185,8 @@ SUMMARY_COUNTERS = re.compile(r"^Free (blocks|inodes) count wrong \(\d+, counted
 def _fsck(disk: DataDisk, log: Path) -> tuple[int, str, list[str]]:
     """e2fsck -fy, as a device's boot would before mounting. Returns the exit code, a short
     note and the problems it fixed (the line before each "Fix? yes") other than the counters."""
-    result = subprocess.run(["e2fsck", "-fy", disk.host_spec()], capture_output=True, text=True)
+    with disk.block_device() as device:
+        result = subprocess.run(["e2fsck", "-fy", device], capture_output=True, text=True)
     out = result.stdout + result.stderr
     log.write_text(out)
     lines = [line.strip() for line in out.splitlines()]
@@ -245,8 +267,11 @@ def _daemon_on_a_copy(disk: DataDisk) -> int | None:
 
 def run_power_cuts(disk: DataDisk, cuts: int, run_dir: Path, seed: int | None = None,
                    kill_window: tuple[float, float] = (0.0, 3.0),
-                   boot_timeout: float = 600.0) -> list[Cut]:
-    """Cut the power `cuts` times while the daemon saves settings on `disk`; see the module doc."""
+                   boot_timeout: float = 600.0,
+                   progress: Callable[[list[Cut]], None] | None = None) -> list[Cut]:
+    """Cut the power `cuts` times while the daemon saves settings on `disk`; see the module doc.
+    `progress` is called with the cuts so far after each one (a long run's table as it grows;
+    a cut's "daemon loaded" is known only after the next boot)."""
     rng = random.Random(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     mountpoint = run_dir / "data"  # mounted inside the VM only; empty on the host
@@ -270,6 +295,8 @@ def run_power_cuts(disk: DataDisk, cuts: int, run_dir: Path, seed: int | None = 
         _inspect(disk, cut, run_dir)
         outcomes.append(cut)
         next_write = max(sends) + 1
+        if progress is not None:
+            progress(outcomes)
     outcomes[-1].loaded_by_daemon = _daemon_on_a_copy(disk)
     outcomes[-1].temp_files_after_start = []  # that copy is judged by the value alone
     return outcomes
