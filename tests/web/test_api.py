@@ -265,6 +265,16 @@ def test_the_page_shows_the_saved_values(user):
     assert re.search(r'id="f-model-landscape"[^>]*checked', page)
 
 
+def test_a_control_that_does_not_act_in_the_saved_mode_is_drawn_stepped_back(user):
+    def classes(page: str, name: str) -> list[str]:
+        return re.search(rf'class="([^"]*)" data-field="{name}"', page).group(1).split()
+    page = user.get("/").get_data(as_text=True)  # auto exposure: the exposure time does not act
+    assert "inactive" in classes(page, "exposure_time") and "inactive" not in classes(page, "exposure_compensation")
+    user.put("/api/settings", json={"exposure_mode": 1})
+    page = user.get("/").get_data(as_text=True)
+    assert "inactive" not in classes(page, "exposure_time") and "inactive" in classes(page, "exposure_compensation")
+
+
 @pytest.mark.parametrize("path", ["/", "/login", "/api/settings", "/api/status", "/static/app.css"])
 def test_every_response_carries_the_security_headers(user, path):
     headers = user.get(path).headers

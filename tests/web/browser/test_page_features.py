@@ -196,8 +196,14 @@ def test_the_cameras_own_controls_say_when_this_camera_has_none_of_them(desktop,
         unavailable = "unavailable" in (field.get_attribute("class") or "")
         assert unavailable == (not row.software), row.name
         assert field.locator("input").first.is_disabled() == (not row.software), row.name
-    # A setting that only acts in one mode steps back in the other.
+    # A setting that only acts in one mode steps back in the other: as the mode changes, and as
+    # the page is first drawn.
+    def stepped_back(name: str) -> bool:
+        return "inactive" in page.locator(f'[data-field="{name}"]').get_attribute("class")
+    assert stepped_back("exposure_time") and not stepped_back("exposure_compensation")
     api_put(page, base, "/api/settings", {"exposure_mode": 1})
     page.reload()
-    assert "inactive" not in page.locator('[data-field="exposure_time"]').get_attribute("class")
-    assert "inactive" in page.locator('[data-field="exposure_compensation"]').get_attribute("class")
+    assert not stepped_back("exposure_time") and stepped_back("exposure_compensation")
+    page.get_by_role("button", name="Reset all settings to defaults").click()  # auto exposure again
+    wait_saved(page, "All settings are back to their defaults")
+    assert stepped_back("exposure_time") and not stepped_back("exposure_compensation")
