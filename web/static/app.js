@@ -588,15 +588,17 @@ const preview = {
       for (;;) {
         const part = await parts.next();
         if (part === null || this.running !== abort) break;
-        await this.draw(part.jpeg, part.seq);
+        await this.draw(part.jpeg, part.seq, abort);
         this.failures = 0;
       }
     } catch (err) { /* cancelled, or the connection broke: handled below */ }
     if (this.running === abort) this.retry("error", "The preview stream ended.");
   },
 
-  async draw(jpeg, seq) {
+  async draw(jpeg, seq, stream) {
     const bitmap = await createImageBitmap(new Blob([jpeg], { type: "image/jpeg" }));
+    // Paused, switched or stopped while this frame was decoding: it must not undo that.
+    if (this.running !== stream) { bitmap.close(); return; }
     if (this.canvas.width !== bitmap.width || this.canvas.height !== bitmap.height) {
       this.canvas.width = bitmap.width;
       this.canvas.height = bitmap.height;
@@ -610,7 +612,9 @@ const preview = {
     this.shownAt.push(now);
     while (this.shownAt[0] < now - 2000) this.shownAt.shift();
     if ($("screen").dataset.state !== "live") this.say("live", "");
-    $("preview-fps").textContent = `${(this.shownAt.length / 2).toFixed(0)} fps`;
+    // Frames over the time they took (up to the last 2 s): right from the first few frames on.
+    const span = (now - this.shownAt[0]) / 1000;
+    $("preview-fps").textContent = span > 0 ? `${((this.shownAt.length - 1) / span).toFixed(0)} fps` : "…";
   },
 };
 
