@@ -612,9 +612,10 @@ const preview = {
     this.shownAt.push(now);
     while (this.shownAt[0] < now - 2000) this.shownAt.shift();
     if ($("screen").dataset.state !== "live") this.say("live", "");
-    // Frames over the time they took (up to the last 2 s): right from the first few frames on.
+    // Frames over the time they took (the last 2 s; after a start, once a second has passed, so
+    // that neither the first few frames nor a burst of them give a wild figure).
     const span = (now - this.shownAt[0]) / 1000;
-    $("preview-fps").textContent = span > 0 ? `${((this.shownAt.length - 1) / span).toFixed(0)} fps` : "…";
+    $("preview-fps").textContent = span >= 1 ? `${((this.shownAt.length - 1) / span).toFixed(0)} fps` : "…";
   },
 };
 

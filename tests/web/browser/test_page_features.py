@@ -178,6 +178,7 @@ def test_screenshots_of_the_page(size, request):
     page = request.getfixturevalue(size)
     wait_until(page, "document.querySelectorAll('#background-choices img').length >= 6")
     wait_for_frames(page, 3)
+    wait_until(page, "/^\\d+ fps$/.test(document.getElementById('preview-fps').textContent)")
     wait_until(page, "!document.getElementById('toast').classList.contains('show')")
     page.wait_for_timeout(300)  # the toast's slide-out
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
