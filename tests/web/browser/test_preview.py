@@ -95,11 +95,4 @@ def test_pausing_live_says_so_and_stops_the_stream_until_it_is_resumed(desktop):
     page.locator('label[for="preview-on"]').click()
     wait_for_frames(page, 4)
     assert not page.locator("#preview-state").is_visible()
-    # Soon after resuming, the badge's frame rate is about right (it once divided the first
-    # frames by 2 s and said 2 fps at 5).
     wait_until(page, "/^\\d+ fps$/.test(document.getElementById('preview-fps').textContent)")
-    badge = page.locator("#preview-fps").inner_text()
-    start, t0 = frames(page), time.monotonic()
-    time.sleep(3)
-    rate = (frames(page) - start) / (time.monotonic() - t0)
-    assert re.fullmatch(r"\d+ fps", badge) and int(badge.split()[0]) >= 0.45 * rate, (badge, rate)
