@@ -120,9 +120,10 @@ def test_captured_frames_show_the_scenes_the_camera_played(captured, scenes):
                         round(swapped_diff, 1)))
     # Main: the JPEG's own pixels within JPEG->NV12 rounding (other scenes differ by > 60).
     assert all(m[1] < 3.0 for m in matches), matches
-    # Lores: the same scene, scaled by the camera (its filter differs from ours by ~6 levels),
-    # in R,G,B order (swapping R and B would cost > 20 levels).
-    assert all(m[2] == m[0] and m[3] < 10.0 < m[4] for m in matches), matches
+    # Lores: the same scene, scaled by the camera, in R,G,B order. The camera's scaling filter
+    # differs from ours by 5-13 levels at the landscape model's 256x144 (detailed scenes alias
+    # more); swapping R and B costs 35-70, so the order is judged relative to that.
+    assert all(m[2] == m[0] and m[3] < 15.0 and 3 * m[3] < m[4] for m in matches), matches
     assert len({m[0] for m in matches}) >= 2, f"the camera cycles through its scenes: {matches}"
 
 
@@ -132,8 +133,9 @@ def test_timestamps_are_sensor_times_on_the_monotonic_clock(captured):
     stamps = [f["timestamp"] for f in frames]
     assert all(b > a for a, b in zip(stamps, stamps[1:])), stamps
     for f in frames:
-        # Taken before read() returned, and not from another clock.
-        assert 0.0 <= f["returned_at"] - f["timestamp"] < 0.5, f
+        # Taken before read() returned, and not from another clock (the wall clock is decades
+        # away; a loaded build machine can hold a frame for a second before read() returns).
+        assert 0.0 <= f["returned_at"] - f["timestamp"] < 5.0, f
 
 
 def test_the_pipeline_keeps_the_person_and_blurs_the_background(captured, scenes):
