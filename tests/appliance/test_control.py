@@ -340,7 +340,9 @@ def test_requests_waiting_on_a_stuck_camera_do_not_hold_up_the_others(tmp_path, 
             started = time.monotonic()
             assert ControlClient(server.path, timeout=5).status()["state"]
             assert ControlClient(server.path, timeout=5).get_settings()["blur_strength"] == 60
-            assert time.monotonic() - started < 1.0
+            # Held up, they would wait for the camera (never, here) or the client's 5 s; a
+            # loaded machine answers in over a second now and then.
+            assert time.monotonic() - started < 3.0
         assert all(thread.is_alive() for thread in waiting)  # they really were still waiting
     finally:
         camera.start_gate.set()
