@@ -233,7 +233,8 @@ class Framer:
         return self.crop
 
     def _whole_pixels(self, camera: Camera) -> Camera:
-        return _inside(*(float(round(v)) for v in camera), self.canvas)
+        cx, cy, width = (float(round(v)) for v in camera)
+        return _inside(cx, cy, width, self.canvas)
 
     # -- deciding where to go ------------------------------------------------------------------
     def _outside_dead_zone(self, candidate: Camera, ref: Camera) -> bool:
@@ -280,7 +281,7 @@ class Framer:
             # passes the goal; this only guards the last step against rounding.
             pos.append(p + (e if abs(step) > abs(e) else step))
             vel.append(v)
-        self._pos, self._vel = _inside(*pos, self.canvas), (vel[0], vel[1], vel[2])
+        self._pos, self._vel = _inside(pos[0], pos[1], pos[2], self.canvas), (vel[0], vel[1], vel[2])
 
     @property
     def crop(self) -> Crop:

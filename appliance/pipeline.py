@@ -147,8 +147,11 @@ class FramePipeline:
         frames earlier (`frame.view`) and so does its mask: the new crop goes to the camera and
         the frame passes through untouched."""
         s = self.settings
-        sensor = self.sensor_crop if self.sensor_crop is not None and self.sensor_crop.crop_canvas else None
-        canvas = sensor.crop_canvas if sensor is not None else (frame.width, frame.height)
+        sensor = self.sensor_crop
+        sensor_canvas = sensor.crop_canvas if sensor is not None else None
+        if sensor_canvas is None:
+            sensor = None  # a camera that cannot crop on its sensor (now): crop in software
+        canvas = sensor_canvas or (frame.width, frame.height)
         t = time.perf_counter()
         if s.framing == "auto":
             if self._framer is None or self._framer.canvas != canvas:
