@@ -150,7 +150,8 @@ def gadget_cli(action: str) -> list:
 
 def start_daemon(*args: str, env: dict | None = None, log_name: str = "daemon.log",
                  module: str = "appliance") -> subprocess.Popen:
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    # MALLOC_ARENA_MAX as systemd/blurcam.service sets it for the daemon on the device.
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", "MALLOC_ARENA_MAX": "2", **(env or {})}
     proc = subprocess.Popen(
         [sys.executable, "-m", module, "run", *args, "--state-dir", str(STATE),
          "--fleet-file", str(FLEET)],
