@@ -40,9 +40,9 @@ class FrameSlot:
         with self._cond:
             if not self._cond.wait_for(lambda: self._seq > after or self._closed, timeout):
                 return None
-            if self._closed and self._seq <= after:
+            if self._data is None or self._seq <= after:  # closed before anything newer came
                 return None
-            return self._seq, self._data  # type: ignore[return-value]
+            return self._seq, self._data
 
     def latest(self) -> tuple[int, bytes | None]:
         with self._cond:

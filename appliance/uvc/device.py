@@ -218,7 +218,7 @@ class UvcServer:
             except OSError as exc:
                 if exc.errno == errno.ENODEV:
                     poller.unregister(self._fd)
-                    self._lose_node(exc.strerror)
+                    self._lose_node(exc.strerror or os.strerror(exc.errno))
                     continue
                 self._log_node_error(exc)
             except Exception as exc:  # one bad event must not end the webcam
@@ -252,7 +252,8 @@ class UvcServer:
             self._stop_streaming("host stopped streaming")
         elif kind == k.UVC_EVENT_CONNECT:
             self._stats.update(connected=True, speed=int.from_bytes(data[:4], "little"))
-            self._state = requests.initial_state(self.device, self.backend.image_controls())
+            device, _ = self._negotiation()
+            self._state = requests.initial_state(device, self.backend.image_controls())
             self.backend.set_host_state(True, None)
             log.info("UVC: host connected")
         elif kind == k.UVC_EVENT_DISCONNECT:
@@ -263,21 +264,30 @@ class UvcServer:
             log.info("UVC: host disconnected")
 
     # --- requests ----------------------------------------------------------------------------
+    def _negotiation(self) -> tuple[requests.Device, requests.State]:
+        """What the gadget advertises and the host's requests so far."""
+        # Both are set by _open_node, and events come only from a node it opened.
+        assert self.device is not None and self._state is not None, "UVC event before the node was opened"
+        return self.device, self._state
+
     def _on_setup(self, setup: requests.Setup) -> None:
         self._stats["requests"] += 1
+        device, state = self._negotiation()
         try:
-            state = requests.with_values(self._state, self.backend.image_controls())
-            self._state, reply = requests.handle_setup(self.device, state, setup)
+            state, reply = requests.handle_setup(
+                device, requests.with_values(state, self.backend.image_controls()), setup)
         except Exception:  # the host waits for an answer: a stall beats a timeout
             log.exception("UVC: answering %s", setup)
             reply = requests.STALL
+        self._state = state
         if reply.stalled:
             self._stats["stalls"] += 1
-            log.debug("UVC: stall %s (error code %s)", setup, self._state.error_code.name)
+            log.debug("UVC: stall %s (error code %s)", setup, state.error_code.name)
         self._respond(reply)
 
     def _on_data(self, data: bytes) -> None:
-        self._state, effects = requests.handle_data(self.device, self._state, data)
+        device, state = self._negotiation()
+        self._state, effects = requests.handle_data(device, state, data)
         if effects.committed is not None:
             self._stats["committed"] = str(effects.committed)
             log.info("UVC: host committed %s", effects.committed)
@@ -290,7 +300,7 @@ class UvcServer:
 
     def _respond(self, reply: requests.Reply) -> None:
         response = k.uvc_request_data()
-        if reply.stalled:
+        if reply.data is None:  # stalled
             response.length = -errno.EPIPE  # f_uvc halts ep0 for a negative length
         else:
             response.length = len(reply.data)
@@ -303,8 +313,9 @@ class UvcServer:
     # --- streaming ---------------------------------------------------------------------------
     def _start_streaming(self) -> None:
         self._stop_streaming("restart")
-        fmt = requests.committed_format(self.device, self._state)
-        stream = _Stream(fmt, requests.committed_frame(self.device, self._state).max_frame_size)
+        device, state = self._negotiation()
+        fmt = requests.committed_format(device, state)
+        stream = _Stream(fmt, requests.committed_frame(device, state).max_frame_size)
         try:
             self._setup_buffers(stream)
             # VIDIOC_STREAMON completes the host's SET_INTERFACE: do it before the (slower)
@@ -430,8 +441,8 @@ class UvcServer:
                     continue
                 if stream.stopping.is_set():
                     return
-                newest = stream.slot.latest()
-                seq, data = newest if newest[1] is not None else got
+                newest_seq, newest_data = stream.slot.latest()
+                seq, data = (newest_seq, newest_data) if newest_data is not None else got
                 if len(data) > stream.max_frame_size:
                     self._stats["frames_too_big"] += 1
                     continue

@@ -149,7 +149,7 @@ class Control:
 
 
 def _controls_from_table(rows: tuple[ImageControl, ...], settable: bool) -> tuple[Control, ...]:
-    return tuple(Control(unit, selector, parts[0].uvc.bit, parts, settable)  # type: ignore[union-attr]
+    return tuple(Control(unit, selector, Control._place(parts[0]).bit, parts, settable)
                  for (unit, selector), parts in controls.uvc_groups(rows).items())
 
 
@@ -272,18 +272,10 @@ def with_values(state: State, values: dict[str, int]) -> State:
 def negotiate(device: Device, wanted: Probe) -> tuple[Probe, bool]:
     """Clamp a host's request to what is offered. Returns the probe and whether the format and
     frame indexes were in range (the interval is always rounded to the nearest offered one)."""
-    in_range = True
-    fmt = find_format(device.formats, wanted.format_index)
-    if fmt is None:
-        in_range = False
-        indexes = [f.index for f in device.formats]
-        fmt = find_format(device.formats, min(max(wanted.format_index, min(indexes)), max(indexes)))
-    frame = fmt.frame(wanted.frame_index)
-    if frame is None:
-        in_range = False
-        indexes = [f.index for f in fmt.frames]
-        frame = fmt.frame(min(max(wanted.frame_index, min(indexes)), max(indexes)))
-    assert fmt is not None and frame is not None
+    # UVC numbers formats and frames 1..n, so the nearest offered index is the request clamped.
+    fmt = min(device.formats, key=lambda f: abs(f.index - wanted.format_index))
+    frame = min(fmt.frames, key=lambda f: abs(f.index - wanted.frame_index))
+    in_range = fmt.index == wanted.format_index and frame.index == wanted.frame_index
     return Probe(wanted.hint, fmt.index, frame.index, frame.nearest_interval(wanted.interval)), in_range
 
 
