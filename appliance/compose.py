@@ -8,6 +8,7 @@ colours never smear into the blurred background: no halo around the head and sho
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from functools import lru_cache
 
 import cv2
@@ -140,6 +141,19 @@ def mirror(yuv: np.ndarray) -> np.ndarray:
     return out
 
 
+@dataclass(frozen=True)
+class Masks:
+    """A frame's person mask at each resolution the masked effects use."""
+
+    low: np.ndarray  # float32 0..1 at the model's resolution
+    full: np.ndarray  # uint8 0..255 at the Y plane's resolution
+    half: np.ndarray  # uint8 0..255 at the U and V planes' resolution
+    luma_half: np.ndarray  # the frame's Y plane at half size
+
+
+MASKED_EFFECTS = ("blur", "replace")
+
+
 class Compositor:
     """Applies the chosen effect. Holds the replacement background, scaled once per frame size."""
 
@@ -162,19 +176,18 @@ class Compositor:
             self._background_yuv[key] = rgb_to_i420(fit_cover(self._background_rgb, width, height))
         return self._background_yuv[key]
 
-    def compose(self, yuv: np.ndarray, effect: str, *, alpha_low: np.ndarray | None = None,
-                alpha_full: np.ndarray | None = None, alpha_half: np.ndarray | None = None,
-                luma_half: np.ndarray | None = None, blur_strength: int = 60,
-                privacy_text: str = "") -> np.ndarray:
-        """The effect on an I420 frame. Masked effects take the alpha at model resolution and
-        (uint8) at the Y and U/V planes' resolutions; `luma_half` is the Y plane at half size."""
+    def compose(self, yuv: np.ndarray, effect: str, masks: Masks | None = None, *,
+                blur_strength: int = 60, privacy_text: str = "") -> np.ndarray:
+        """The effect on an I420 frame; the masked effects (MASKED_EFFECTS) need `masks`."""
         h, w = yuv.shape[0] * 2 // 3, yuv.shape[1]
         if effect == "privacy":
             return privacy_card(w, h, privacy_text)
         if effect == "none":
             return yuv
+        if masks is None:
+            raise ValueError(f"effect {effect!r} needs the frame's person mask, and none was given")
         if effect == "replace" and self.has_background:
-            return blend(yuv, self._background_for(w, h), alpha_full, alpha_half)
+            return blend(yuv, self._background_for(w, h), masks.full, masks.half)
         # "blur", or "replace" before any background was uploaded
-        return blend_blurred(yuv, blurred_background(yuv, alpha_low, blur_strength, luma_half),
-                             alpha_full, alpha_half)
+        return blend_blurred(yuv, blurred_background(yuv, masks.low, blur_strength, masks.luma_half),
+                             masks.full, masks.half)

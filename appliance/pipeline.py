@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from appliance import adjust, controls
-from appliance.compose import Compositor, mirror
+from appliance.compose import MASKED_EFFECTS, Compositor, Masks, mirror
 from appliance.encode import encoder_for
 from appliance.frame import Frame, split_i420
 from appliance.framing import Crop, Framer, SensorCrop, crop_i420, crop_mask, manual_crop
@@ -27,7 +27,6 @@ from appliance.stream import FrameSlot, StreamFormat
 log = logging.getLogger(__name__)
 
 # Effects that need the person's outline; the others never run the model.
-MASKED_EFFECTS = ("blur", "replace")
 
 
 @dataclass
@@ -188,15 +187,20 @@ class FramePipeline:
         if not adjust.is_neutral(controls) and s.effect != "privacy":
             yuv = adjust.adjust(yuv, **controls)
         t = time.perf_counter()
-        alpha_full = alpha_half = luma_half = None
-        if alpha_low is not None and s.effect in MASKED_EFFECTS:
-            luma_half = half_size(split_i420(yuv)[0])
-            alpha_full, alpha_half = guided_upsample(alpha_low, luma_half, (frame.width, frame.height))
+        effect, masks = s.effect, None
+        if effect in MASKED_EFFECTS:
+            if alpha_low is None:
+                # The effect was switched on after this frame was let in without a mask (the
+                # settings changed between the two reads): it leaves as the frames before it did.
+                effect = "none"
+            else:
+                luma_half = half_size(split_i420(yuv)[0])
+                alpha_full, alpha_half = guided_upsample(alpha_low, luma_half, (frame.width, frame.height))
+                masks = Masks(alpha_low, alpha_full, alpha_half, luma_half)
         timings["refine"] = timings.get("refine", 0.0) + _ms(t)
         t = time.perf_counter()
-        out = self.compositor.compose(yuv, s.effect, alpha_low=alpha_low, alpha_full=alpha_full,
-                                      alpha_half=alpha_half, luma_half=luma_half,
-                                      blur_strength=s.blur_strength, privacy_text=s.privacy_text)
+        out = self.compositor.compose(yuv, effect, masks, blur_strength=s.blur_strength,
+                                      privacy_text=s.privacy_text)
         if s.mirror and s.effect != "privacy":
             out = mirror(out)
         timings["composite"] = _ms(t)

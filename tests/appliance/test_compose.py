@@ -50,3 +50,24 @@ def test_an_unweighted_blur_would_leave_a_halo(red_person_on_a_blue_wall, monkey
     monkeypatch.setattr(compose, "background_weight", np.ones_like)
     moved = halo(red_person_on_a_blue_wall, 60)
     assert moved.mean() > 15
+
+
+@pytest.mark.parametrize("effect", ["blur", "replace"])
+def test_a_frame_let_in_without_a_mask_just_before_a_masked_effect_was_chosen_leaves_as_it_came(
+        red_person_on_a_blue_wall, effect):
+    # The threaded pipeline decides per frame whether it needs a mask, and `finish` reads the
+    # settings again later: a change from "none" to a masked effect in between left a frame with
+    # no mask to blur with, which crashed the compose thread (and so the stream).
+    rgb, _ = red_person_on_a_blue_wall
+    pipeline = FramePipeline(Settings(effect="none"), background_rgb=np.zeros_like(rgb))
+    frame = frame_from_rgb(rgb, pipeline.lores_size, 0.0)
+    pipeline.configure(Settings(effect=effect))
+    out = pipeline.finish(frame, None)
+    assert np.array_equal(out, frame.yuv)
+
+
+def test_a_masked_effect_without_a_mask_is_refused_with_a_message_naming_it(red_person_on_a_blue_wall):
+    rgb, _ = red_person_on_a_blue_wall
+    yuv = frame_from_rgb(rgb, (256, 144), 0.0).yuv
+    with pytest.raises(ValueError, match="effect 'blur' needs the frame's person mask"):
+        compose.Compositor().compose(yuv, "blur")
