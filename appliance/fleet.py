@@ -355,8 +355,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise FleetError({"file": f"{path}: cannot be read ({exc.strerror})"}) from None
 
 
-def load(path: Path, *, partial: bool = False) -> Fleet | None:
-    return parse(read_toml(path), partial=partial)
+def load(path: Path) -> Fleet:
+    """A whole fleet file, validated: FleetError names the file or each bad field."""
+    fleet = parse(read_toml(path))
+    assert fleet is not None, "with every key required, parse returns a Fleet or raises"
+    return fleet
 
 
 def read_table(path: Path | None, name: str) -> Any:
@@ -492,7 +495,7 @@ def main(args: list[str] | argparse.Namespace) -> int:
         return 0
 
     try:
-        fleet = load(opts.file, partial=opts.override)
+        fleet = parse(read_toml(opts.file), partial=opts.override)
     except FleetError as exc:
         print(f"{opts.file}: invalid fleet file", file=sys.stderr)
         for field, reason in exc.errors.items():

@@ -102,6 +102,8 @@ def client_class():
     from rauc_hawkbit.rauc_dbus_ddi_client import RaucDBUSDDIClient
 
     class Client(RaucDBUSDDIClient):
+        action_id: str | None  # the library's: the deployment being installed (None: idle)
+
         def __init__(self, *args: Any, **kwargs: Any):
             super().__init__(*args, **kwargs)
             post = self.ddi.post_resource
