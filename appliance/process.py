@@ -13,7 +13,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
@@ -213,7 +213,8 @@ class AudioOut:
 
     def __init__(self, av, output, stream, suffix: str):
         self.output = output
-        self.encoder = self.resampler = None
+        # (AAC encoder, resampler into its sample format) when the codec cannot be copied
+        self.reencode: tuple[Any, Any] | None = None
         if stream.codec_context.name in AUDIO_COPY[suffix]:
             add = getattr(output, "add_stream_from_template", None)  # PyAV >= 13
             self.stream = add(stream) if add else output.add_stream(template=stream)
@@ -221,22 +222,24 @@ class AudioOut:
         rate = stream.codec_context.sample_rate or 48000
         # Mono stays mono; anything else becomes stereo (what every player takes).
         layout = "mono" if stream.codec_context.channels == 1 else "stereo"
-        self.stream = self.encoder = output.add_stream("aac", rate=rate, layout=layout)
-        self.resampler = av.AudioResampler(format="fltp", layout=layout, rate=rate)
+        self.stream = output.add_stream("aac", rate=rate, layout=layout)
+        self.reencode = (self.stream, av.AudioResampler(format="fltp", layout=layout, rate=rate))
 
     def add(self, packet) -> None:
-        if self.encoder is None:
+        if self.reencode is None:
             if packet.dts is not None:  # not the demuxer's empty flush packet
                 packet.stream = self.stream
                 self.output.mux(packet)
             return
+        encoder, resampler = self.reencode
         for frame in packet.decode():
             frame.pts = None  # the resampler and encoder count samples themselves
-            for ready in self.resampler.resample(frame):
-                self.output.mux(self.encoder.encode(ready))
+            for ready in resampler.resample(frame):
+                self.output.mux(encoder.encode(ready))
 
     def flush(self) -> None:
-        if self.encoder is not None:
-            for ready in self.resampler.resample(None):
-                self.output.mux(self.encoder.encode(ready))
-            self.output.mux(self.encoder.encode(None))
+        if self.reencode is not None:
+            encoder, resampler = self.reencode
+            for ready in resampler.resample(None):
+                self.output.mux(encoder.encode(ready))
+            self.output.mux(encoder.encode(None))

@@ -96,7 +96,9 @@ def _health(status: dict[str, Any]) -> Iterator[Metric]:
 
 
 def _usb(status: dict[str, Any]) -> Iterator[Metric]:
-    usb = status.get("usb") if isinstance(status.get("usb"), dict) else {}
+    usb = status.get("usb")
+    if not isinstance(usb, dict):
+        usb = {}
     host = GaugeMetricFamily("blurcam_usb_host_connected", "1 while a computer is connected over USB.")
     host.add_metric([], 1.0 if usb.get("connected", status.get("host_connected")) else 0.0)
     yield host
