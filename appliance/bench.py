@@ -212,12 +212,14 @@ def carry_study(width: int = 1280, height: int = 720, ages=(1, 2, 3, 5),
                        seconds_per_scene=seconds_per_scene)
     own = [pipeline.segment(f) for f in clip.frames]
     grays = [cv2.cvtColor(f.lores, cv2.COLOR_RGB2GRAY) for f in clip.frames]
-    flow = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+    flow = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
     h, w = own[0].shape
     grid_x, grid_y = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
 
     def carried(i: int, j: int) -> np.ndarray:  # mask j moved to frame i
-        f = flow.calc(grays[i], grays[j], None)  # where each pixel of frame i was in frame j
+        # where each pixel of frame i was in frame j. OpenCV's stubs want an array for the flow
+        # argument; None (the binding allocates it) is what OpenCV documents and runs.
+        f = flow.calc(grays[i], grays[j], None)  # type: ignore[call-overload]
         return cv2.remap(own[j], grid_x + f[..., 0], grid_y + f[..., 1], cv2.INTER_LINEAR,
                          borderMode=cv2.BORDER_REPLICATE)
 
@@ -263,9 +265,7 @@ def main(args) -> int:
         report = carry_study()
         print(json.dumps(report, indent=2) if args.json else format_carry(report))
         return 0
-    sizes = SIZES
-    if args.size:
-        sizes = tuple(tuple(int(v) for v in s.split("x")) for s in args.size)
+    sizes = tuple(args.size) if args.size else SIZES  # (width, height) pairs: cli.frame_size
     report = run_bench(args.model, args.precision, sizes, args.frames, args.seconds,
                        say=lambda text: print(f"bench: {text} ...", file=sys.stderr, flush=True))
     print(json.dumps(report, indent=2) if args.json else format_table(report))

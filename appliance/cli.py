@@ -26,6 +26,14 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def frame_size(text: str) -> tuple[int, int]:
+    """A WIDTHxHEIGHT argument, e.g. 1280x720."""
+    width, x, height = text.partition("x")
+    if not (x and width.isdigit() and height.isdigit() and int(width) > 0 and int(height) > 0):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT in pixels (e.g. 1280x720)")
+    return int(width), int(height)
+
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", choices=("auto", "general", "landscape"), default="auto",
                    help="auto: the landscape model for 16:9 frames, the general one for 4:3")
@@ -102,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = command("bench", help="per-stage timings and frames per second")
     bench.add_argument("--json", action="store_true", help="print the results as JSON")
-    bench.add_argument("--size", action="append", metavar="WxH",
+    bench.add_argument("--size", action="append", type=frame_size, metavar="WxH",
                        help="only these sizes (repeatable; default 640x480, 1280x720, 1920x1080)")
     bench.add_argument("--frames", type=int, default=60, help="frames timed one by one per size")
     bench.add_argument("--seconds", type=float, default=3.0, help="threaded measurement time per size")
@@ -117,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     selftest = command("selftest", help="check the pipeline on demo frames against ground truth")
     selftest.add_argument("--live", action="store_true",
                           help="run the threaded pipeline on moving demo scenes; per-frame mask IoU")
-    selftest.add_argument("--size", metavar="WxH", help="frame size for --live (default 640x360)")
+    selftest.add_argument("--size", type=frame_size, metavar="WxH", help="frame size for --live (default 640x360)")
     _add_model_args(selftest)
 
     web = command("web", help="the settings page (talks to the daemon over its control socket)")

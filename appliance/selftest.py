@@ -44,6 +44,7 @@ def check_frame(rgb: np.ndarray, truth: np.ndarray, settings: Settings) -> dict:
     margin = np.ones((max(3, h // 40),) * 2, np.uint8)
     person = cv2.erode((truth > 0.99).astype(np.uint8), margin).astype(bool)
     background = cv2.erode((truth < 0.01).astype(np.uint8), margin * 3).astype(bool)
+    assert result.alpha_low is not None, "the blur effect segments every frame"
     mask = cv2.resize(result.alpha_low, (w, h)) > 0.5
     truth_b = truth > 0.5
     gray_in, gray_out = cv2.cvtColor(inp, cv2.COLOR_RGB2GRAY), cv2.cvtColor(out, cv2.COLOR_RGB2GRAY)
@@ -123,8 +124,7 @@ def run_live_selftest(model: str = "auto", precision: str = "int8", size: tuple[
 
 def main(args) -> int:
     if getattr(args, "live", False):
-        size = tuple(int(v) for v in args.size.split("x")) if args.size else (640, 360)
-        ok, lines = run_live_selftest(args.model, args.precision, size)  # type: ignore[arg-type]
+        ok, lines = run_live_selftest(args.model, args.precision, args.size or (640, 360))
     else:
         ok, lines = run_selftest(args.model, args.precision)
     print("\n".join(lines))

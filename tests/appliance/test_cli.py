@@ -1,11 +1,13 @@
-"""`blurcam status`: the running daemon's status, as a table and as JSON."""
+"""`blurcam status`: the running daemon's status, as a table and as JSON; and the command line's checks."""
 
 from __future__ import annotations
 
 import json
 import re
 
-from appliance.cli import format_status, main
+import pytest
+
+from appliance.cli import build_parser, format_status, main
 
 
 def test_status_prints_the_daemons_own_status_as_json(demo_daemon, demo_controller, capsys):
@@ -37,3 +39,20 @@ def test_status_of_a_daemon_that_is_not_running_is_one_line_and_exit_1(short_dir
 def test_the_table_flattens_nested_values_and_lists():
     text = format_status({"usb": {"state": "streaming", "format": None}, "cpu_load": [0.5, 0.25]})
     assert text.splitlines() == ["usb.state   streaming", "usb.format  -", "cpu_load    0.5, 0.25"]
+
+
+@pytest.mark.parametrize("command", [["bench"], ["selftest", "--live"]])
+@pytest.mark.parametrize("size", ["640", "640xabc", "0x360", "x"])
+def test_a_size_that_is_not_width_x_height_is_refused_naming_it(command, size, capsys):
+    # It used to reach the benchmark or self-test and end in a traceback (int('abc'), or two
+    # values unpacked from one).
+    with pytest.raises(SystemExit) as exit:
+        main([*command, "--size", size])
+    assert exit.value.code == 2
+    assert f"argument --size: {size!r} is not WIDTHxHEIGHT in pixels" in capsys.readouterr().err
+
+
+def test_a_width_x_height_size_is_passed_on_as_two_numbers():
+    assert build_parser().parse_args(["bench", "--size", "320x240", "--size", "1280x720"]).size == [
+        (320, 240), (1280, 720)]
+    assert build_parser().parse_args(["selftest", "--size", "640x360"]).size == (640, 360)
