@@ -157,7 +157,9 @@ class ControlServer:
         listener.listen(MAX_CONNECTIONS)
         self._listener = listener
         self._stopping.clear()
-        self._thread = threading.Thread(target=self._accept_loop, name="control-accept", daemon=True)
+        # The loop gets the listener itself: stop() may set self._listener to None at any time.
+        self._thread = threading.Thread(target=self._accept_loop, args=(listener,), name="control-accept",
+                                        daemon=True)
         self._thread.start()
         log.info("control socket listening on %s", self.path)
 
@@ -188,10 +190,10 @@ class ControlServer:
             probe.close()
         raise ControlError(f"another daemon is already listening on {self.path}")
 
-    def _accept_loop(self) -> None:
+    def _accept_loop(self, listener: socket.socket) -> None:
         while not self._stopping.is_set():
             try:
-                conn, _ = self._listener.accept()  # type: ignore[union-attr]
+                conn, _ = listener.accept()
             except OSError:
                 if self._stopping.is_set():
                     return

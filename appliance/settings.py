@@ -94,8 +94,10 @@ def _control_field(control: controls.ImageControl) -> tuple[Any, Any]:
     """The Settings field of one image control: an int in the row's range (or among its choices)."""
     kind: Any = int
     if control.choices is not None:
+        choices = control.choices
+
         def among_choices(value: int) -> int:
-            if value not in control.choices:  # type: ignore[operator]
+            if value not in choices:
                 raise ValueError("not an allowed value")
             return value
         kind = Annotated[int, AfterValidator(among_choices)]

@@ -22,6 +22,7 @@ from collections.abc import Callable
 
 from flask import (Blueprint, current_app, flash, g, jsonify, redirect, render_template, request,
                    session, url_for)
+from flask.typing import ResponseReturnValue
 from flask_wtf.csrf import generate_csrf
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -240,16 +241,20 @@ class SessionRegistry:
         return sid
 
     def is_active(self, sid: object) -> bool:
+        if not isinstance(sid, str):  # no session id in the cookie (or a forged non-string)
+            return False
         with self._lock:
-            expiry = self._expiry.get(sid) if isinstance(sid, str) else None
+            expiry = self._expiry.get(sid)
             if expiry is not None and expiry <= self.clock():
                 del self._expiry[sid]
                 return False
             return expiry is not None
 
     def end(self, sid: object) -> None:
+        if not isinstance(sid, str):
+            return
         with self._lock:
-            self._expiry.pop(sid, None)  # type: ignore[arg-type]
+            self._expiry.pop(sid, None)
 
     def end_all(self) -> None:
         with self._lock:
@@ -337,7 +342,7 @@ def bearer_token_ok() -> bool:
         given.strip().encode(), token.encode())
 
 
-def login_required_everywhere() -> object | None:
+def login_required_everywhere() -> ResponseReturnValue | None:
     """before_request hook: only the login page, its assets and the login API are public;
     TOKEN_ENDPOINTS (/metrics) also take the read-only bearer token."""
     if passwords().reload_if_replaced():

@@ -17,6 +17,9 @@ from appliance.settings import RESOLUTIONS, Settings
 
 bp = Blueprint("views", __name__)
 
+# The page's script converts a value by its setting's type (keyed by the annotation: any object).
+_SCRIPT_VALUE_TYPES: dict[object, str] = {int: "int", float: "float", bool: "bool"}
+
 
 @dataclass(frozen=True)
 class Control:
@@ -55,7 +58,7 @@ class Control:
     def value_type(self) -> str:
         """How the page's script converts the control's value before sending it."""
         ann = Settings.model_fields[self.name].annotation
-        return {int: "int", float: "float", bool: "bool"}.get(ann, "list" if self.kind == "multi" else "str")
+        return _SCRIPT_VALUE_TYPES.get(ann, "list" if self.kind == "multi" else "str")
 
     @property
     def max_length(self) -> int | None:
