@@ -95,8 +95,9 @@ def test_commit_yields_the_stream_format_to_start():
     assert effects.committed == StreamFormat("yuyv", 640, 360, 15.0)
 
 
-def test_commit_out_of_range_is_refused_with_out_of_range_error_code():
-    state, effects = set_cur(fresh(), COMMIT_SET_CUR, probe_bytes(3, 1, 333333))
+@pytest.mark.parametrize("format_index, frame_index", [(3, 1), (0, 1), (1, 9), (2, 0)])
+def test_commit_out_of_range_is_refused_with_out_of_range_error_code(format_index, frame_index):
+    state, effects = set_cur(fresh(), COMMIT_SET_CUR, probe_bytes(format_index, frame_index, 333333))
     assert effects.committed is None
     assert state.commit == fresh().commit
     assert get(state, ERROR_CODE_GET_CUR) == bytes([r.ErrorCode.OUT_OF_RANGE])
