@@ -9,7 +9,6 @@ client) inside one kernel. A failing module build fails these tests; it never sk
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -82,14 +81,10 @@ def vm() -> dict:
 
 
 def load_results(run_dir: Path, elapsed: float | None) -> dict:
-    results_file = run_dir / "results.json"
-    if not results_file.exists():
-        console = (run_dir / "console.log").read_text(errors="replace")[-3000:]
-        guest = (run_dir / "guest.log").read_text(errors="replace")[-3000:] \
-            if (run_dir / "guest.log").exists() else ""
-        pytest.fail(f"the VM wrote no results ({run_dir}).\nconsole:\n{console}\nguest:\n{guest}")
-    results = json.loads(results_file.read_text())
-    results["run_dir"] = str(run_dir)
+    try:
+        results = vmlib.read_results(run_dir)
+    except vmlib.VmError as exc:
+        pytest.fail(str(exc))
     results["vm_seconds"] = round(elapsed or 0.0, 1)
     SUMMARY.write_text(summary(results))
     print(SUMMARY.read_text())

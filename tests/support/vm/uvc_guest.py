@@ -283,6 +283,91 @@ def _():
         sh("v4l2-ctl", "-d", node, "-c", "contrast=100", check=True)
 
 
+# What uvcvideo calls each of our UVC controls (its mappings in drivers/media/usb/uvc/uvc_ctrl.c),
+# and a value for the host to set that is not the control's default. Exposure mode is a menu on
+# the host (1 = manual) and a mode bitmap on the wire (1 = manual); anti-flicker a menu (1 = 50 Hz).
+HOST_CONTROL_NAMES = {
+    "brightness": ("brightness", 25), "contrast": ("contrast", 140),
+    "saturation": ("saturation", 60), "sharpness": ("sharpness", 150),
+    "exposure_mode": ("auto_exposure", 1), "exposure_time": ("exposure_time_absolute", 400),
+    "white_balance_auto": ("white_balance_automatic", 0),
+    "white_balance_temperature": ("white_balance_temperature", 3200),
+    "power_line_frequency": ("power_line_frequency", 1),
+    "focus_auto": ("focus_automatic_continuous", 0), "focus_position": ("focus_absolute", 300),
+    "zoom": ("zoom_absolute", 200), "pan": ("pan_absolute", 7200), "tilt": ("tilt_absolute", -3600),
+}
+
+
+def host_controls(out: str) -> dict[str, dict]:
+    """The controls in `v4l2-ctl --list-ctrls` output: name -> {min, max, step, default, value}
+    (menus: min, max, default, value; booleans: default, value)."""
+    found = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*(\w+) 0x[0-9a-f]+ \((\w+)\)\s*:(.*)", line)
+        if m:
+            found[m.group(1)] = {k: int(v) for k, v in re.findall(r"(\w+)=(-?\d+)", m.group(3))}
+    return found
+
+
+@step("camera_controls")
+def _():
+    """Every image control the gadget advertises, set from the host, in the controls table's
+    order (so a mode before the value it unlocks): what the host lists, and whether the value
+    reached the daemon's settings and reads back on the host. Kernels before 6.3 let a gadget
+    advertise only brightness and the exposure mode; later ones every row of the table."""
+    from appliance import controls
+    out = results["host_controls_output"] = sh("v4l2-ctl", "-d", node, "--list-ctrls", check=True).stdout
+    listed = results["host_controls"] = host_controls(out)
+    rows = [(row, *HOST_CONTROL_NAMES[row.name]) for row in controls.CONTROLS if row.uvc is not None]
+    on_host = [(row, host_name, value) for row, host_name, value in rows if host_name in listed]
+    set_errors = {}
+    for row, host_name, value in on_host:  # one at a time: a mode before the value it unlocks
+        proc = sh("v4l2-ctl", "-d", node, "-c", f"{host_name}={value}")
+        set_errors[row.name] = proc.stderr.strip() if proc.returncode else None
+    try:
+        wait_for("the host's values in the daemon's settings",
+                 lambda: all(ControlClient(SOCKET).get_settings()[row.name] == value
+                             for row, _, value in on_host), 20)
+    except TimeoutError:
+        pass  # recorded below: the daemon's values are what the test judges
+    settings = ControlClient(SOCKET).get_settings()
+    reads = {}
+    if on_host:
+        out = sh("v4l2-ctl", "-d", node, "-C", ",".join(host_name for _, host_name, _ in on_host)).stdout
+        reads = {line.split(":", 1)[0].strip(): line.strip() for line in out.splitlines() if ":" in line}
+    seen = {row.name: {"listed": False} for row, host_name, _ in rows if host_name not in listed}
+    for row, host_name, value in on_host:
+        seen[row.name] = {"listed": True, "host": listed[host_name], "set": value,
+                          "set_error": set_errors[row.name], "daemon": settings[row.name],
+                          "host_reads": reads.get(host_name)}
+    results["camera_controls"] = seen
+    # Back to neutral for the steps after this one (only what was changed here).
+    ControlClient(SOCKET).update_settings({name: controls.BY_NAME[name].neutral
+                                           for name, c in seen.items() if c["listed"]})
+
+
+@step("host_crop")
+def _():
+    """One frame with Zoom and Pan/Tilt set by the host (effect none, so the picture is the
+    camera's): the host's test compares it with the crop framing.manual_crop says."""
+    if "zoom_absolute" not in results.get("host_controls", {}):
+        results["host_crop"] = {"skipped": "the host lists no zoom_absolute on this kernel"}
+        return
+    crop = {"zoom": 200, "pan": 7200, "tilt": -3600}
+    before = ControlClient(SOCKET).get_settings()
+    ControlClient(SOCKET).update_settings({"effect": "none"})
+    sh("v4l2-ctl", "-d", node, "-c",
+       f"zoom_absolute={crop['zoom']},pan_absolute={crop['pan']},tilt_absolute={crop['tilt']}", check=True)
+    wait_for("the crop in the daemon's settings",
+             lambda: all(ControlClient(SOCKET).get_settings()[k] == v for k, v in crop.items()), 20)
+    got = stream_with_our_client(node, "mjpeg", 640, 360, 1, FRAMES / "host-crop")
+    results["host_crop"] = {"set": crop, "stream": got,
+                            "settings": {k: ControlClient(SOCKET).get_settings()[k]
+                                         for k in (*crop, "framing", "effect")}}
+    ControlClient(SOCKET).update_settings({"effect": before["effect"], "zoom": 100, "pan": 0, "tilt": 0})
+    wait_idle()
+
+
 @step("stream_formats")
 def _():
     """Each format in turn with our client (so also a format switch between streams), the host's

@@ -10,6 +10,7 @@ TCG only: KVM is not available (or not reliable) on the build machines.
 from __future__ import annotations
 
 import hashlib
+import json
 import lzma
 import os
 import shutil
@@ -253,14 +254,15 @@ def build_initramfs(modules_dir: Path, version: str, cache: Path = CACHE,
 def qemu_command(script: Path, run_dir: Path, memory_mb: int = 2048, cpus: int = 2,
                  modules: tuple[str, ...] = MODULES, extra_modules: tuple[Path, ...] = (),
                  cpu_model: str = "max", disks: tuple[Path, ...] = (),
-                 report_file: Path | None = None) -> list[str]:
+                 report_file: Path | None = None, suite: str = SUITE) -> list[str]:
     """The qemu command line of a VM that runs `script` (see run_vm).
 
     `disks`: raw disk images, attached as virtio disks /dev/vda, /dev/vdb, ... in this order.
     `report_file`: the VM's second serial port /dev/ttyS1 is written to this host file as it
     happens, so whatever the guest reported there survives QEMU being killed (unlike files on
-    the 9p share, which the guest may still hold in its page cache)."""
-    vmlinuz, modules_dir, version = prepare_kernel()
+    the 9p share, which the guest may still hold in its page cache).
+    `suite`: whose stock kernel boots (see SUITE)."""
+    vmlinuz, modules_dir, version = prepare_kernel(suite)
     initramfs = build_initramfs(modules_dir, version, modules=modules, extra_modules=extra_modules)
     run_dir.mkdir(parents=True, exist_ok=True)
     load = ",".join(load_order(modules, extra_modules))
@@ -282,11 +284,13 @@ def qemu_command(script: Path, run_dir: Path, memory_mb: int = 2048, cpus: int =
 def run_vm(script: Path, run_dir: Path, timeout: float = 900, memory_mb: int = 2048,
            cpus: int = 2, modules: tuple[str, ...] = MODULES,
            extra_modules: tuple[Path, ...] = (), cpu_model: str = "max",
-           disks: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
+           disks: tuple[Path, ...] = (), suite: str = SUITE) -> subprocess.CompletedProcess:
     """Boot the VM, run `script` (a shell script on the host filesystem) inside it via chroot,
     its output going to run_dir/guest.log. Returns qemu's result (console in run_dir/console.log).
-    /init loads `modules` (the kernel's own) and then `extra_modules` (.ko files built for it)."""
-    cmd = qemu_command(script, run_dir, memory_mb, cpus, modules, extra_modules, cpu_model, disks)
+    /init loads `modules` (the kernel's own) and then `extra_modules` (.ko files built for it).
+    `suite`: whose stock kernel boots (see SUITE)."""
+    cmd = qemu_command(script, run_dir, memory_mb, cpus, modules, extra_modules, cpu_model, disks,
+                       suite=suite)
     with open(run_dir / "console.log", "wb") as console:
         try:
             return subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=console,
@@ -294,3 +298,17 @@ def run_vm(script: Path, run_dir: Path, timeout: float = 900, memory_mb: int = 2
         except subprocess.TimeoutExpired:
             raise VmError(f"VM did not finish within {timeout:.0f} s; see {run_dir}/console.log "
                           f"and {run_dir}/guest.log") from None
+
+
+def read_results(run_dir: Path) -> dict:
+    """What a guest script recorded in run_dir/results.json (with "run_dir" added); when it wrote
+    nothing, a VmError with the ends of the console and guest logs, which say why."""
+    results_file = run_dir / "results.json"
+    if not results_file.exists():
+        console = (run_dir / "console.log").read_text(errors="replace")[-3000:]
+        guest = (run_dir / "guest.log").read_text(errors="replace")[-3000:] \
+            if (run_dir / "guest.log").exists() else ""
+        raise VmError(f"the VM wrote no results ({run_dir}).\nconsole:\n{console}\nguest:\n{guest}")
+    results = json.loads(results_file.read_text())
+    results["run_dir"] = str(run_dir)
+    return results

@@ -5,11 +5,15 @@ kernel, so our gadget and the Linux webcam driver meet in one VM. Mainline's dum
 isochronous endpoints and fails isochronous URBs; iso.patch (ours) carries them, one packet per
 endpoint and timer tick, which is all a UVC gadget needs to stream.
 
-Inputs are fetched by Debian package name with `apt-get download` and unpacked under the cache,
-never installed: linux-source-X.Y (only dummy_hcd.c is kept), linux-headers-RELEASE with its
--common and linux-kbuild packages (the build tree), all at the kernel image's own version. The
-result is cached by kernel release + package version + the hash of our patch and Kbuild file. The
-module is loaded only inside the test VM, never on the machine that builds it.
+Inputs are fetched by Debian package name, all at the kernel image's own version: linux-source-X.Y
+(only dummy_hcd.c is kept). For this machine's own Debian release, linux-headers-RELEASE with its
+-common and linux-kbuild packages are unpacked under the cache (never installed) and the module is
+compiled here with the kernel's compiler. For another release (suite, e.g. trixie's 6.12, built
+with a newer gcc and glibc than this machine has) a minimal build root of that release is made with
+mmdebstrap (the compiler, make, libc6-dev and the headers package installed in it, never on this
+machine) and the module is compiled in it with chroot. Results are cached by suite + kernel release
++ package version + the hash of our patch and Kbuild file (the build root by suite + kernel +
+package list). The module is loaded only inside the test VM, never on the machine that builds it.
 """
 
 from __future__ import annotations
@@ -29,15 +33,21 @@ KBUILD = HERE / "Kbuild"
 MODULE_NAME = "dummy_hcd_iso"
 SOURCE_FILE = "drivers/usb/gadget/udc/dummy_hcd.c"
 BUILD_TOOLS = {"make": "make", "patch": "patch", "modinfo": "kmod", "xz": "xz-utils"}
+# What a build root of another Debian release needs besides the kernel's headers package (which
+# brings its kbuild tools, its -common tree and, through linux-compiler-gcc-N, its compiler).
+BUILD_ROOT_PACKAGES = ("make", "libc6-dev")
+BUILD_ROOT_TOOLS = {"mmdebstrap": "mmdebstrap", "chroot": "coreutils", "patch": "patch",
+                    "modinfo": "kmod", "xz": "xz-utils"}
 
 
 class ModuleBuildError(vmlib.VmError):
     """The test module could not be built; the message says which step failed and why."""
 
 
-def missing_tools() -> list[str]:
+def missing_tools(suite: str = vmlib.SUITE) -> list[str]:
     """Debian packages whose programs the build needs but this machine lacks."""
-    return sorted({pkg for tool, pkg in BUILD_TOOLS.items() if not shutil.which(tool)})
+    tools = BUILD_TOOLS if suite == "host" else BUILD_ROOT_TOOLS
+    return sorted({pkg for tool, pkg in tools.items() if not shutil.which(tool)})
 
 
 def recipe_hash() -> str:
@@ -98,19 +108,7 @@ def prepare_build_tree(release: str, version: str, suite: str = vmlib.SUITE,
         unpacked = work / "root"
         for deb in sorted(work.glob("linux-headers-*.deb")) + sorted(work.glob("linux-kbuild-*.deb")):
             _run(["dpkg-deb", "-x", str(deb), str(unpacked)], f"unpacking {deb.name}")
-        # Only one file of the 140 MB source tarball is needed.
-        source_deb = next(work.glob("linux-source-*.deb"), None)
-        if source_deb is None:
-            raise ModuleBuildError(f"apt-get download fetched no linux-source-{major_minor} package")
-        tarball = f"./usr/src/linux-source-{major_minor}.tar.xz"
-        _run(["bash", "-c", 'set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" '
-              '| tar -xJ -C "$3" --wildcards "$4"',
-              "bash", str(source_deb), tarball, str(work), f"*/{SOURCE_FILE}"],
-             f"extracting {SOURCE_FILE} from {source_deb.name}", timeout=1800)
-        found = list(work.glob(f"*/{SOURCE_FILE}"))
-        if len(found) != 1:
-            raise ModuleBuildError(f"{source_deb.name} holds no {SOURCE_FILE}")
-        shutil.copy2(found[0], unpacked / "dummy_hcd.c")
+        shutil.copy2(_extract_source(work, major_minor), unpacked / "dummy_hcd.c")
         # The arch Makefile includes the -common one by absolute path: point it into the cache.
         makefile = unpacked / "usr" / "src" / f"linux-headers-{release}" / "Makefile"
         text = makefile.read_text()
@@ -122,11 +120,83 @@ def prepare_build_tree(release: str, version: str, suite: str = vmlib.SUITE,
     return headers_dir, source
 
 
+def _extract_source(work: Path, major_minor: str) -> Path:
+    """dummy_hcd.c out of the linux-source package downloaded into `work` (only this one file of
+    the 150 MB source tarball is unpacked)."""
+    source_deb = next(work.glob("linux-source-*.deb"), None)
+    if source_deb is None:
+        raise ModuleBuildError(f"apt-get download fetched no linux-source-{major_minor} package")
+    tarball = f"./usr/src/linux-source-{major_minor}.tar.xz"
+    _run(["bash", "-c", 'set -o pipefail; dpkg-deb --fsys-tarfile "$1" | tar -xO "$2" '
+          '| tar -xJ -C "$3" --wildcards "$4"',
+          "bash", str(source_deb), tarball, str(work), f"*/{SOURCE_FILE}"],
+         f"extracting {SOURCE_FILE} from {source_deb.name}", timeout=1800)
+    found = list(work.glob(f"*/{SOURCE_FILE}"))
+    if len(found) != 1:
+        raise ModuleBuildError(f"{source_deb.name} holds no {SOURCE_FILE}")
+    return found[0]
+
+
+def pristine_source(release: str, version: str, suite: str, cache: Path = vmlib.CACHE) -> Path:
+    """dummy_hcd.c of the Debian kernel source `version`, fetched once and cached."""
+    source = cache / f"source-{release}-{version}" / "dummy_hcd.c"
+    if source.exists():
+        return source
+    major_minor = ".".join(release.split(".")[:2])
+    options = vmlib._apt_options(suite, cache)
+    with tempfile.TemporaryDirectory(dir=cache, prefix="source-download-") as tmp:
+        work = Path(tmp)
+        _download([f"linux-source-{major_minor}"], version, options, work)
+        staging = work / "out"
+        staging.mkdir()
+        shutil.copy2(_extract_source(work, major_minor), staging / "dummy_hcd.c")
+        if source.parent.exists():
+            _remove_cache_dir(source.parent, cache)
+        staging.rename(source.parent)
+    return source
+
+
+def build_root(release: str, version: str, suite: str, cache: Path = vmlib.CACHE) -> Path:
+    """A minimal Debian `suite` system with the compiler, kbuild tools and headers of kernel
+    `release` (package `version`) installed in it, made once with mmdebstrap and cached. It is
+    written as a tarball by mmdebstrap and unpacked here, so no filesystem is ever mounted
+    inside the cache (deleting a stale root can never reach the machine's own /dev or /proc)."""
+    headers = f"linux-headers-{release}"
+    packages = [*BUILD_ROOT_PACKAGES, f"{headers}={version}"]
+    key = hashlib.sha256(" ".join([suite, *packages]).encode()).hexdigest()[:10]
+    root = cache / f"buildroot-{suite}-{release}-{key}"
+    if (root / "usr" / "src" / headers / "Makefile").exists():
+        return root
+    with tempfile.TemporaryDirectory(dir=cache, prefix="buildroot-make-") as tmp:
+        work = Path(tmp)
+        tarball = work / "root.tar"
+        _run(["mmdebstrap", "--mode=root", "--variant=minbase", "--quiet",
+              f"--include={','.join(packages)}", suite, str(tarball), vmlib.archive_uri()],
+             f"making a {suite} build root with {headers} {version}", timeout=3600)
+        staging = work / "root"
+        staging.mkdir()
+        _run(["tar", "-xf", str(tarball), "-C", str(staging)],
+             f"unpacking the {suite} build root")
+        tarball.unlink()
+        if not (staging / "usr" / "src" / headers / "Makefile").exists():
+            raise ModuleBuildError(f"the {suite} build root has no {headers} after installing it")
+        if root.exists():
+            _remove_cache_dir(root, cache)
+        staging.rename(root)
+    return root
+
+
 def _remove_cache_dir(path: Path, cache: Path) -> None:
-    """Delete a directory this module created in the cache, and nothing else."""
+    """Delete a directory this module created in the cache, and nothing else (never one with a
+    filesystem mounted below it)."""
     resolved = path.resolve()
-    if resolved.parent != cache.resolve() or not resolved.name.startswith(("kbuild-", "module-")):
+    if resolved.parent != cache.resolve() or \
+            not resolved.name.startswith(("kbuild-", "module-", "buildroot-", "source-")):
         raise ModuleBuildError(f"refusing to delete {resolved}: not a build directory of ours")
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    below = [m for m in mounts if m == str(resolved) or m.startswith(f"{resolved}/")]
+    if below:
+        raise ModuleBuildError(f"refusing to delete {resolved}: {below[0]} is mounted inside it")
     shutil.rmtree(resolved)
 
 
@@ -140,20 +210,31 @@ def compiler(headers_dir: Path) -> str:
 
 
 def build(release: str, version: str, suite: str = vmlib.SUITE, cache: Path = vmlib.CACHE) -> Path:
-    """The patched module for kernel `release` (Debian package `version`), built once and cached."""
-    out_dir = cache / f"module-{MODULE_NAME}-{release}-{version}-{recipe_hash()}"
+    """The patched module for kernel `release` (Debian package `version`), built once and cached.
+    For this machine's own release it is compiled here; for another one in a build root of that
+    release (see build_root)."""
+    if suite == "host":
+        out_dir = cache / f"module-{MODULE_NAME}-{release}-{version}-{recipe_hash()}"
+    else:
+        out_dir = cache / f"module-{MODULE_NAME}-{suite}-{release}-{version}-{recipe_hash()}"
     module = out_dir / f"{MODULE_NAME}.ko"
     if module.exists():
         return module
-    missing = missing_tools()
+    missing = missing_tools(suite)
     if missing:
         raise ModuleBuildError(f"building {MODULE_NAME} needs the Debian packages {' '.join(missing)}")
-    headers_dir, pristine = prepare_build_tree(release, version, suite, cache)
-    cc = compiler(headers_dir)
-    if not shutil.which(cc):
-        raise ModuleBuildError(f"kernel {release} was built with {cc}, which this machine lacks "
-                               f"(apt-get install {cc}): a module must be built with the same compiler")
-    with tempfile.TemporaryDirectory(dir=cache, prefix="module-build-") as tmp:
+    if suite == "host":
+        headers_dir, pristine = prepare_build_tree(release, version, suite, cache)
+        cc = compiler(headers_dir)
+        if not shutil.which(cc):
+            raise ModuleBuildError(f"kernel {release} was built with {cc}, which this machine lacks "
+                                   f"(apt-get install {cc}): a module must be built with the same compiler")
+        root = None
+    else:
+        pristine = pristine_source(release, version, suite, cache)
+        root = build_root(release, version, suite, cache)
+    with tempfile.TemporaryDirectory(dir=cache if root is None else root / "tmp",
+                                     prefix="module-build-") as tmp:
         src = Path(tmp)
         target = src / SOURCE_FILE
         target.parent.mkdir(parents=True)
@@ -164,16 +245,20 @@ def build(release: str, version: str, suite: str = vmlib.SUITE, cache: Path = vm
         build_dir.mkdir()
         shutil.copy2(target, build_dir / "dummy_hcd.c")
         shutil.copy2(KBUILD, build_dir / "Kbuild")
-        _run(["make", "-C", str(headers_dir), f"M={build_dir}", "modules"],
-             f"compiling {MODULE_NAME} against linux-headers-{release}")
+        what = f"compiling {MODULE_NAME} against linux-headers-{release}"
+        if root is None:
+            _run(["make", "-C", str(headers_dir), f"M={build_dir}", "modules"], what)
+        else:  # the same make, run inside the build root
+            inside = Path("/") / build_dir.relative_to(root)
+            _run(["chroot", str(root), "make", "-C", f"/usr/src/linux-headers-{release}",
+                  f"M={inside}", "modules"], f"{what} in the {suite} build root {root}")
         built = build_dir / f"{MODULE_NAME}.ko"
         vermagic = _run(["modinfo", "-F", "vermagic", str(built)], "reading the module's vermagic")
         if vermagic.split()[:1] != [release]:
             raise ModuleBuildError(f"{built.name} has vermagic {vermagic.strip()!r}, not {release}")
         if out_dir.exists():
             _remove_cache_dir(out_dir, cache)
-        staging = src / "out"
-        staging.mkdir()
+        staging = Path(tempfile.mkdtemp(dir=cache, prefix="module-out-"))
         shutil.copy2(built, staging / built.name)
         staging.rename(out_dir)
     return module
