@@ -36,7 +36,7 @@ SUITE = "trixie"
 RUNS = vmlib.CACHE / "runs-controls"
 GUEST_MODULES = ("virtio_pci", "9pnet_virtio", "9p", "configfs", "libcomposite", "usb_f_uvc",
                  "uvcvideo")
-STEPS = "gadget_up,daemon_start,enumerate,camera_controls,host_crop,daemon_stop,gadget_down"
+STEPS = "gadget_up_in_process,daemon_start,enumerate,host_reprobe,camera_controls,host_crop,daemon_stop,gadget_down"
 CPU_MODEL = "Nehalem"  # as test_uvc_in_vm.py: TCG emulates AVX slowly
 VM_TIMEOUT_S = 3600  # a guard against a hung VM, not a budget
 # v4l2-ctl lists menus with min/max/default (menu indices, no step) and booleans with a default only.
@@ -86,6 +86,7 @@ def load_results(run_dir: Path, elapsed: float | None) -> dict:
     except vmlib.VmError as exc:
         pytest.fail(str(exc))
     print(f"VM run {elapsed or 0:.0f} s, kernel {results.get('kernel')}")
+    print("uvcvideo's first probe:", results.get("probe_errors") or "no errors")
     print(results.get("host_controls_output", ""))
     print(json.dumps(results.get("camera_controls"), indent=1))
     return results
@@ -130,6 +131,7 @@ def test_zoom_and_pan_tilt_from_the_host_reach_the_daemon_and_read_back(vm):
     seen = vm["camera_controls"]
     for name, host_name in (("zoom", "zoom_absolute"), ("pan", "pan_absolute"), ("tilt", "tilt_absolute")):
         c = seen[name]
+        assert c["listed"], f"the host does not list {host_name}"
         assert c["set_error"] is None, (name, c["set_error"])
         assert c["daemon"] == c["set"], f"the host set {name} to {c['set']}, the daemon has {c['daemon']}"
         assert c["host_reads"] == f"{host_name}: {c['set']}", c["host_reads"]
@@ -139,6 +141,7 @@ def test_every_control_set_on_the_host_reaches_the_daemon_and_reads_back(vm):
     """Each set value (the host's exposure menu entry 1 is UVC's manual mode 1, our value 1) is in
     the daemon's settings, and the host reads it back (menus as "name: 1 (Manual Mode)")."""
     for name, c in vm["camera_controls"].items():
+        assert c["listed"], f"the host does not list {name}"
         assert c["set_error"] is None, (name, c["set_error"])
         assert c["daemon"] == c["set"], f"the host set {name} to {c['set']}, the daemon has {c['daemon']}"
         read = re.fullmatch(r"\w+: (-?\d+)( \(.*\))?", c["host_reads"] or "")
@@ -166,6 +169,7 @@ def test_a_streamed_frame_shows_the_crop_the_host_asked_for(vm):
     room, not the full view nor the mirrored crop."""
     no_error(vm, "host_crop")
     crop = vm["host_crop"]
+    assert "skipped" not in crop, crop["skipped"]
     assert crop["settings"] == {**crop["set"], "framing": "off", "effect": "none"}, crop["settings"]
     frames = crop["stream"]["frames"]
     assert len(frames) == 1 and frames[0]["error"] == 0, frames

@@ -232,6 +232,15 @@ def _():
     results["configfs_maxpacket"] = int((function / "streaming_maxpacket").read_text())
 
 
+@step("gadget_up_in_process")
+def _():
+    """The gadget only, built in this process (runs that need no check of the command line:
+    a fresh interpreter costs ~20 s under TCG). Only when chosen by name: the full run has gadget_up."""
+    if "gadget_up_in_process" not in ONLY:
+        return
+    results["gadget_up"] = gadget_cli("up")
+
+
 @step("daemon_start")
 def _():
     global daemon
@@ -250,6 +259,26 @@ def _():
     results["host_devices"] = sh("v4l2-ctl", "--list-devices").stdout
     results["status_after_enumerate"] = wait_for(
         "host_connected", lambda: (s := status())["host_connected"] and s, 60)
+
+
+@step("host_reprobe")
+def _():
+    """The host driver probes the controls again, now that the daemon has settled. uvcvideo 6.12
+    probes anti-flicker with SET_CUR while enumerating; under TCG the daemon, seconds after
+    connecting, answered that after uvcvideo's 5 s timeout in 2 of 6 runs (probe_errors), and the
+    late answer was then taken for the next requests' (white balance auto read-only on the host).
+    On a Pi the daemon answers in milliseconds; here the controls test judges a probe of a settled
+    daemon. Only when chosen by name (the full run has no such step)."""
+    global node
+    if "host_reprobe" not in ONLY:
+        return
+    results["probe_errors"] = [line for line in sh("dmesg").stdout.splitlines() if "Failed to query" in line]
+    authorized = Path("/sys/bus/usb/devices") / results["host_usb_device"] / "authorized"
+    authorized.write_text("0")  # the host's drivers let go of the device ...
+    wait_for("uvcvideo to let go", lambda: host_node() is None, 60)
+    authorized.write_text("1")  # ... and probe it afresh
+    node = wait_for("the host's uvcvideo node", host_node, 120)
+    results["host_node"] = node
 
 
 @step("list_formats")
@@ -358,8 +387,11 @@ def _():
     ControlClient(SOCKET).update_settings({"effect": "none"})
     sh("v4l2-ctl", "-d", node, "-c",
        f"zoom_absolute={crop['zoom']},pan_absolute={crop['pan']},tilt_absolute={crop['tilt']}", check=True)
-    wait_for("the crop in the daemon's settings",
-             lambda: all(ControlClient(SOCKET).get_settings()[k] == v for k, v in crop.items()), 20)
+    try:
+        wait_for("the crop in the daemon's settings",
+                 lambda: all(ControlClient(SOCKET).get_settings()[k] == v for k, v in crop.items()), 20)
+    except TimeoutError:
+        pass  # the settings recorded below and the picture say what the daemon did
     got = stream_with_our_client(node, "mjpeg", 640, 360, 1, FRAMES / "host-crop")
     results["host_crop"] = {"set": crop, "stream": got,
                             "settings": {k: ControlClient(SOCKET).get_settings()[k]
