@@ -6,7 +6,10 @@ The cases, in order, on one VM (each power-on is a fresh QEMU process on the sam
   a bundle signed with another key and a truncated bundle: refused, nothing written;
   a good bundle: boots B on trial, confirmed good, version changed, settings kept;
   a bundle whose health check fails: boots A on trial, falls back to B by itself;
-  a power cut in the middle of an install: the running slot still boots.
+  a power cut in the middle of an install: the running slot still boots;
+  a rollout from goosebit (hawkBit's device API) running on 127.0.0.1 inside the VM: the device's
+  hawkBit client fetches the bundle, installs it, reboots into it, is confirmed good, and the
+  server counts the rollout a success with the device on its new version (no traffic leaves the VM).
 Bundles are made from the image's own slot A (boot and root partitions, with a marker file
 changed by debugfs, no mount), signed with the build's key, and reach the VM on a second,
 read-only disk. The test logs in over SSH (a key put into the card's override file, the way an
@@ -31,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.image_build import goosebit_api, hawkbit_harness
 from tests.image_build.imagetools import image_test_marks, partition_table
 from tests.image_build.rauc_harness import make_key
 
@@ -43,6 +47,7 @@ QEMU = "qemu-system-aarch64"
 ADMIN_PASSWORD = "change-me-please"  # the hash in fleet.example.toml
 BOOT_TIMEOUT_S = 900
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+ROLLOUT_VERSION = "3.0.0-rollout"
 
 pytestmark = [
     *image_test_marks(extra_tools=(QEMU, "mcopy", "debugfs", "ssh", "ssh-keygen", "rauc", "mksquashfs")),
@@ -99,7 +104,8 @@ def bundle(work: Path, name: str, rootfs: Path, boot: Path, version: str, key: P
 @pytest.fixture(scope="module")
 def bundles_disk(image, tmp_path_factory) -> Path:
     """An ext4 disk image holding: good.raucb (version 2.0.0-test, marker file), unhealthy.raucb
-    (blurcam.service masked: the health check fails), other-key.raucb, truncated.raucb."""
+    (blurcam.service masked: the health check fails), other-key.raucb, truncated.raucb,
+    rollout.raucb (ROLLOUT_VERSION), and goosebit with its operator script for the rollout case."""
     work = tmp_path_factory.mktemp("bundles")
     key, cert, _ = run([str(UPDATE_DIR / "signing-key.sh"), str(EXAMPLE), str(CACHE)]).stdout.split()
     boot = extract_partition(image, 2, work / "boot.vfat")
@@ -112,9 +118,15 @@ def bundles_disk(image, tmp_path_factory) -> Path:
     other_key, other_cert = make_key(work, "not-the-fleet")
     bundle(work, "other-key", good_root, boot, "2.0.0-test", other_key, other_cert)
     (work / "bundles" / "truncated.raucb").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    debugfs_write(good_root, "/etc/blurcam-test-release", f"{ROLLOUT_VERSION}\n", work)
+    bundle(work, "rollout", good_root, boot, ROLLOUT_VERSION, Path(key), Path(cert))
+    # The rollout server for the VM: goosebit for the device's Python and CPU, and the operator's
+    # side of its API (goosebit_api.py, standard library only).
+    shutil.copytree(hawkbit_harness.aarch64_site(), work / "bundles" / "goosebit")
+    shutil.copy(Path(goosebit_api.__file__), work / "bundles" / "goosebit_api.py")
     for f in (boot, good_root, work / "rootfs-unhealthy.ext4"):
         f.unlink()
-    size_mb = sum(f.stat().st_size for f in (work / "bundles").iterdir()) // 2**20 * 12 // 10 + 64
+    size_mb = sum(f.stat().st_size for f in (work / "bundles").rglob("*") if f.is_file()) // 2**20 * 12 // 10 + 64
     disk = work / "bundles.ext4"
     run(["mke2fs", "-q", "-t", "ext4", "-d", str(work / "bundles"), str(disk), f"{size_mb}M"])
     return disk
@@ -327,3 +339,75 @@ def test_a_power_cut_during_an_install_leaves_the_running_slot_booting(vm):
     assert status["booted"] == before["booted"] and status["on_trial"] is False, status
     assert vm.api("POST", "/api/login", {"password": ADMIN_PASSWORD})[0] == 200
     assert vm.api("GET", "/api/settings")[1]["blur_strength"] == 77
+
+
+# --- a rollout from a hawkBit-DDI server inside the VM ------------------------------------------
+
+GOOSEBIT_URL = "http://127.0.0.1:8099"  # inside the VM only
+GOOSEBIT_WORK = "/var/lib/blurcam/rollout-server"  # the data partition: the database survives reboots
+ROLLOUT_DEVICE = "cam-rollout-test"
+
+
+def start_goosebit(vm: UpdateVm) -> None:
+    """goosebit on the VM's 127.0.0.1 from the bundles disk (its database on the data partition)."""
+    site = "/mnt/bundles/goosebit"
+    env = vm.ssh(f"sudo python3 /mnt/bundles/goosebit_api.py configure {GOOSEBIT_WORK} {site}/goosebit/db/migrations").stdout.split()
+    env += [f"PYTHONPATH={site}", f"PYTHONPYCACHEPREFIX={GOOSEBIT_WORK}/pycache"]
+    vm.ssh(f"cd {GOOSEBIT_WORK} && sudo env {' '.join(env)} python3 -m aerich upgrade", timeout=1200)
+    vm.ssh(f"sudo systemd-run --unit=rollout-server --collect -p WorkingDirectory={GOOSEBIT_WORK} "
+           + " ".join(f"--setenv={e}" for e in env)
+           + f" python3 -m uvicorn goosebit:app --host 127.0.0.1 --port {GOOSEBIT_URL.rsplit(':', 1)[1]}")
+
+
+def start_hawkbit_client(vm: UpdateVm) -> None:
+    """The device's own client (blurcam-hawkbit.service's command) with the fleet file plus the
+    server's address, as an operator's fleet file with [update] hawkbit_url would have it."""
+    vm.ssh("sudo sh -c 'cp /etc/blurcam/fleet.toml /run/rollout-fleet.toml && "
+           f"printf \"\\n[update]\\nhawkbit_url = \\\"{GOOSEBIT_URL}\\\"\\n\" >> /run/rollout-fleet.toml'")
+    vm.ssh("sudo systemd-run --unit=rollout-client --collect blurcam update hawkbit "
+           f"--fleet-file /run/rollout-fleet.toml --controller-id {ROLLOUT_DEVICE}")
+
+
+def rollout_journal(vm: UpdateVm) -> str:
+    return vm.ssh("sudo journalctl -b -o cat -u rollout-server -u rollout-client | tail -60", check=False).stdout
+
+
+def test_a_rollout_from_a_hawkbit_server_is_fetched_installed_and_kept_by_the_device(vm):
+    mount_bundles(vm)
+    before = vm.update_status()
+    other = "A" if before["booted"] == "B" else "B"
+    start = time.monotonic()
+    start_goosebit(vm)
+    start_hawkbit_client(vm)
+    boots = len(vm.booted_slots())
+    # The operator's wave: this device in feed "wave-1", the bundle rolled out to it.
+    done = vm.ssh(f"python3 /mnt/bundles/goosebit_api.py roll-out {GOOSEBIT_URL} /mnt/bundles/rollout.raucb "
+                  f"{ROLLOUT_DEVICE} wave-1", timeout=1800, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr + rollout_journal(vm)
+    rolled_out = time.monotonic() - start
+    # The client downloads the bundle, RAUC installs it into the other slot, the device reboots on trial.
+    deadline = time.monotonic() + 3600
+    while len(vm.booted_slots()) <= boots and time.monotonic() < deadline:
+        time.sleep(10)
+    assert len(vm.booted_slots()) > boots, rollout_journal(vm) + vm.console_text()[-3000:]
+    installed = time.monotonic() - start - rolled_out
+    vm.wait_up(boots)
+    status = vm.wait_confirmed()
+    print(f"rollout through goosebit in the VM: server up and rollout created {rolled_out:.0f} s, "
+          f"download + install + reboot {installed:.0f} s, confirmed after {time.monotonic() - start:.0f} s in all")
+    assert vm.booted_slots()[-1] == other
+    assert status["booted"] == other and status["on_trial"] is False, status
+    assert status["versions"][other] == ROLLOUT_VERSION
+    assert vm.ssh("cat /etc/blurcam-test-release").stdout.strip() == ROLLOUT_VERSION
+    # Back up, the client reports the new version and the server counts the rollout a success.
+    start_goosebit(vm)
+    start_hawkbit_client(vm)
+    done = vm.ssh(f"python3 /mnt/bundles/goosebit_api.py report {GOOSEBIT_URL} {ROLLOUT_DEVICE} {ROLLOUT_VERSION}",
+                  timeout=1800, check=False)
+    assert done.returncode == 0, done.stdout + done.stderr + rollout_journal(vm)
+    report = json.loads(done.stdout)
+    print(json.dumps(report, indent=1)[:3000])
+    rollout = report["rollouts"][0]
+    assert rollout["success_count"] == 1 and rollout["failure_count"] == 0, report
+    assert vm.api("POST", "/api/login", {"password": ADMIN_PASSWORD})[0] == 200  # password kept
+    assert vm.api("GET", "/api/settings")[1]["blur_strength"] == 77  # settings kept
