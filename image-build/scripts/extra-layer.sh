@@ -32,8 +32,9 @@ tar -C "$root" --numeric-owner -xpf "$base"
 # (no man pages or docs); a resolver for apt inside the chroot only while installing.
 [ -s "$root/etc/apt/sources.list" ] || echo "deb $(debian_mirror) $SUITE main" > "$root/etc/apt/sources.list"
 cp /etc/resolv.conf "$root/etc/resolv.conf" 2>/dev/null || true
+# apt's log goes to stderr: this script's stdout is only the tarball's path (build-offline.sh reads it).
 in_rootfs "$root" env DEBIAN_FRONTEND=noninteractive INITRD=No sh -c \
-  "apt-get update -q && apt-get install -y -q --no-install-recommends ${packages[*]} && apt-get clean"
+  "apt-get update -q && apt-get install -y -q --no-install-recommends ${packages[*]} && apt-get clean" >&2
 rm -rf "$root"/var/lib/apt/lists/* "$root"/etc/resolv.conf "$root"/etc/ssh/ssh_host_*
 tar -C "$root" --numeric-owner -cpf "$tarball.partial" .
 mv "$tarball.partial" "$tarball"
