@@ -10,7 +10,7 @@ from pathlib import Path
 
 from appliance import __version__
 
-DEFAULT_STATE_DIR = Path("/var/lib/blurcam")
+DEFAULT_STATE_DIR = Path("/var/lib/blurcam/pipeline")  # blurcam.service's StateDirectory
 DEFAULT_FLEET_FILE = Path("/etc/blurcam/fleet.toml")
 DEFAULT_CONTROL_SOCKET = Path("/run/blurcam/control.sock")
 DEFAULT_WEB_LISTEN = "127.0.0.1:8080"  # the device's unit listens on 0.0.0.0:80 explicitly

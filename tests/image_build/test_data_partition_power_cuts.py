@@ -124,7 +124,7 @@ def test_the_grown_data_partition_has_no_inode_table_left_to_initialise(card):
 @pytest.fixture(scope="module")
 def cuts(card) -> list[power_cut.Cut]:
     seed = int(os.environ.get("BLURCAM_POWER_CUT_SEED", random.randrange(1 << 30)))
-    disk = power_cut.DataDisk(card["image"], partition=DATA, mount_options=card["options"], state_subdir="")
+    disk = power_cut.DataDisk(card["image"], partition=DATA, mount_options=card["options"], state_subdir="pipeline")
     started = time.monotonic()
     TABLE.parent.mkdir(parents=True, exist_ok=True)
 

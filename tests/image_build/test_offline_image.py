@@ -121,8 +121,10 @@ def test_the_data_partition_starts_with_the_state_tree_owned_by_the_pipeline(ima
     uid = int(in_chroot(rootfs, "id -u blurcam").stdout)
     web = int(in_chroot(rootfs, "id -u blurcam-web").stdout)
     with mounted(image, parts["data"], tmp_path / "data", "ext4") as data:
-        st = data.stat()
-        assert (st.st_uid, oct(st.st_mode & 0o777)) == (uid, "0o700")
+        top, pipeline = data.stat(), (data / "pipeline").stat()
+        assert (top.st_uid, oct(top.st_mode & 0o777)) == (0, "0o755")  # root's: system/ cannot be swapped
+        assert (pipeline.st_uid, oct(pipeline.st_mode & 0o777)) == (uid, "0o700")
+        assert sorted(p.name for p in data.iterdir() if p.name != "lost+found") == ["pipeline", "system"]
         assert sorted(p.name for p in (data / "system").iterdir()) == ["rauc", "ssh", "web"]
         assert (data / "system").stat().st_uid == 0 and (data / "system/web").stat().st_uid == web
     # The root's own /var/lib/blurcam is only the mount point.

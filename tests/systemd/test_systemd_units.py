@@ -110,7 +110,7 @@ def test_install_script_puts_units_users_and_rule_into_an_image_root(tmp_path):
     assert (tmp_path / "usr/lib/udev/rules.d/90-blurcam-gadget.rules").exists()
     assert (tmp_path / "usr/lib/modules-load.d/blurcam.conf").read_text().count("libcomposite") == 1
     users = {line.split(":")[0]: line.split(":") for line in (tmp_path / "etc/passwd").read_text().splitlines()}
-    assert users["blurcam"][5] == "/var/lib/blurcam" and users["blurcam"][6].endswith("nologin")
+    assert users["blurcam"][5] == "/var/lib/blurcam/pipeline" and users["blurcam"][6].endswith("nologin")
     assert "blurcam-web" in users and int(users["blurcam-web"][2]) < 1000
     groups = [line.split(":")[0] for line in (tmp_path / "etc/group").read_text().splitlines()]
     assert {"blurcam", "blurcam-web", "video"} <= set(groups)
