@@ -62,6 +62,9 @@ class FramePipeline:
         self.compositor.set_background(background_rgb)
         self._segmenter: Segmenter | None = None
         self._segmenter_key: tuple | None = None
+        # Interpreters of earlier runs' model workers, ready for the next run (see take_segmenter).
+        self._spare_segmenters: list[tuple[tuple, Segmenter]] = []
+        self._spare_lock = threading.Lock()
         # The size of the frames to come: the "auto" model choice depends on it.
         self.frame_size: tuple[int, int] | None = None
         self._framer: Framer | None = None
@@ -89,13 +92,32 @@ class FramePipeline:
     @property
     def segmenter(self) -> Segmenter:
         """This pipeline's own interpreter (for `process`); threads that run the model in
-        parallel load their own with `load_segmenter(*model_key)`."""
+        parallel take their own with `take_segmenter(model_key)`."""
         key = self.model_key
         if self._segmenter is None or self._segmenter_key != key:
             self._segmenter = load_segmenter(*key)
             self._segmenter_key = key
             self.refiner.reset()
         return self._segmenter
+
+    def take_segmenter(self, key: tuple[str, str, int]) -> Segmenter:
+        """An interpreter of model `key` for one model worker, used by that thread alone until it
+        gives it back: one kept from an earlier run, or a new one. Loading a model holds the GIL
+        throughout (tens of ms on a Pi, seconds under emulation), which would stall every other
+        thread of the daemon, the UVC event thread answering the host too, at each stream start."""
+        with self._spare_lock:
+            for i, (spare_key, segmenter) in enumerate(self._spare_segmenters):
+                if spare_key == key:
+                    del self._spare_segmenters[i]
+                    return segmenter
+        return load_segmenter(*key)
+
+    def give_back_segmenter(self, key: tuple[str, str, int], segmenter: Segmenter) -> None:
+        """Keep a worker's interpreter for the next run (those of another model are dropped)."""
+        with self._spare_lock:
+            self._spare_segmenters = [(k, s) for k, s in self._spare_segmenters if k == key]
+            self._spare_segmenters.append((key, segmenter))
+            del self._spare_segmenters[:-MAX_SPARE_SEGMENTERS]
 
     @property
     def lores_size(self) -> tuple[int, int]:
@@ -243,6 +265,9 @@ class LiveStats:
 
 IDLE_STATUS = {"latency_p50_ms": None, "latency_p95_ms": None, "mask_age_frames": None,
                "mask_age_ms": None, "frames_out": 0, "frames_dropped": 0, "segment_workers": 0}
+
+
+MAX_SPARE_SEGMENTERS = 3  # interpreters kept between runs: as many as default_segment_workers gives
 
 
 def default_segment_workers() -> int:
@@ -422,7 +447,8 @@ class ThreadedPipeline:
             self._ordered.put(ticket)
 
     def _segment_loop(self, name: str) -> None:
-        segmenter, key = None, None
+        segmenter: Segmenter | None = None
+        key: tuple[str, str, int] | None = None
         iterations = 0
         while self._running.is_set():
             self._beat(name)
@@ -433,8 +459,10 @@ class ThreadedPipeline:
             iterations += 1
             self._maybe_stall("segment", iterations)
             if segmenter is None or key != self.pipeline.model_key:
+                if segmenter is not None and key is not None:
+                    self.pipeline.give_back_segmenter(key, segmenter)
                 key = self.pipeline.model_key
-                segmenter = load_segmenter(*key)  # one interpreter per thread: they are not shared
+                segmenter = self.pipeline.take_segmenter(key)  # this thread's alone until given back
             timings: dict[str, float] = {}
             try:
                 ticket.prob = self.pipeline.predict(ticket.frame, segmenter, timings)
@@ -445,6 +473,8 @@ class ThreadedPipeline:
                 ticket.done.set()  # compose must never wait for a mask that will not come
             ms = timings["inference"]
             self.inference_ms = 0.9 * self.inference_ms + 0.1 * ms if self.inference_ms else ms
+        if segmenter is not None and key is not None:  # a clean stop: the next run takes it over
+            self.pipeline.give_back_segmenter(key, segmenter)
 
     def _compose_loop(self, name: str) -> None:
         encoder_quality = None

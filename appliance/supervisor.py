@@ -11,6 +11,7 @@ thread restarts a failed pipeline, after a back-off that grows while the camera 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 PREVIEW_FORMAT = StreamFormat("mjpeg", 640, 360, 30)
 PREVIEW_SECONDS = 10.0  # a preview keeps the pipeline alive this long after the last request
 IDLE_WAKE = 0.5  # the supervisor looks around (and shows it is alive) at least this often
+# The pipeline runs this much nicer than the rest of the daemon: when the model fills every core,
+# the UVC event thread (and the control socket) still get a CPU the moment they wake, so the host
+# is answered within USB's 500 ms. Threads inherit their creator's nice value, so the supervisor
+# thread lowers its own and every pipeline thread it starts runs at that level too.
+PIPELINE_NICE = 10
 
 
 class Backoff:
@@ -208,6 +214,7 @@ class Supervisor:
         return None
 
     def _loop(self) -> None:
+        lower_thread_priority(PIPELINE_NICE)
         while True:
             with self._cond:
                 now = self._clock()
@@ -282,3 +289,13 @@ class Supervisor:
         self.failures += 1
         self._cond.notify_all()
         return self.backoff.failed(self._clock())
+
+
+def lower_thread_priority(by: int) -> None:
+    """Raise the calling thread's nice value by `by` (Linux: a thread id is a PRIO_PROCESS target;
+    threads it starts later inherit the value). Not being allowed is no reason to stop."""
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + by))
+    except OSError as exc:
+        log.warning("cannot lower the pipeline's CPU priority: %s", exc)

@@ -9,6 +9,10 @@ pipeline, takes encoded frames from the daemon's FrameSlot, queues them into mma
 (latest frame wins; a slow host skips frames, nothing piles up) and stops the pipeline again; a
 stream's feeder first waits for the previous one, so starts and stops reach the daemon in order.
 When the gadget is unbound (its video node goes away) the server waits for a node to come back.
+
+Every class request's answer time is kept on the device's own clock (the kernel stamps each event
+when it queues it), so a slow answer shows whether the event thread was late to take the event,
+and how much of that it spent waiting for a CPU rather than for the interpreter (the GIL).
 """
 
 from __future__ import annotations
@@ -20,8 +24,11 @@ import logging
 import mmap
 import os
 import select
+import sys
 import threading
 import time
+from collections import deque
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +45,12 @@ NUM_BUFFERS = 4
 NODE_RETRY_S = 1.0  # how often to look for the video node again after the gadget was unbound
 DUMP_DIR_ENV = "BLURCAM_UVC_DUMP_DIR"  # debug: also write every queued frame to this directory
 DUMP_MAX_ENV = "BLURCAM_UVC_DUMP_MAX"  # at most this many per stream (default 30)
+ANSWER_RING = 64  # the latest class requests' answer times that status() shows
+SLOW_ANSWER_S = 0.1  # an answer slower than this is logged with where its time went
+# The event thread hands the GIL over at every syscall and then waits to get it back, up to the
+# switch interval each time while a pipeline thread runs Python: 1 ms instead of CPython's 5.
+GIL_SWITCH_S = 0.001
+SCHEDSTAT = "/proc/thread-self/schedstat"  # the calling thread's CPU time and run-queue wait (ns)
 
 
 # --- finding the node ---------------------------------------------------------------------------
@@ -74,6 +87,64 @@ def find_uvc_node() -> str | None:
     return found[0] if found else None
 
 
+# --- answer times -------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AnswerTime:
+    """How long one class request took the device, on CLOCK_MONOTONIC from the moment the kernel
+    queued its setup event (the host asked) to the moment the answer went back to the kernel."""
+
+    number: int  # the request's place in the server's count of requests
+    request: str  # e.g. "GET_CUR 0x0200 0x0000" (bRequest, wValue, wIndex)
+    queued_at: float  # CLOCK_MONOTONIC s (time.monotonic()) when the kernel queued the setup event
+    waited_ms: float  # queued -> the event thread took the event
+    answered_ms: float  # queued -> answered
+    cpu_wait_ms: float | None  # event thread runnable without a CPU, since it slept or did the last event
+
+    def as_row(self) -> list:
+        return [self.number, self.request, self.queued_at, self.waited_ms, self.answered_ms,
+                self.cpu_wait_ms]
+
+
+def answer_summary(times: list[AnswerTime]) -> dict[str, Any]:
+    """Median, 95th percentile and worst of answer times (ms), and the worst's breakdown."""
+    if not times:
+        return {"count": 0, "median_ms": None, "p95_ms": None, "worst_ms": None, "worst": None}
+    ordered = sorted(t.answered_ms for t in times)
+    worst = max(times, key=lambda t: t.answered_ms)
+    return {"count": len(times), "median_ms": ordered[len(ordered) // 2],
+            "p95_ms": ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))],
+            "worst_ms": worst.answered_ms, "worst": asdict(worst)}
+
+
+class _RunQueueClock:
+    """The calling thread's total wait for a CPU so far (s), from the kernel's schedstat; None
+    where the kernel does not keep it."""
+
+    def __init__(self) -> None:
+        try:
+            self._fd: int | None = os.open(SCHEDSTAT, os.O_RDONLY)
+        except OSError:
+            self._fd = None
+
+    def waited(self) -> float | None:
+        if self._fd is None:
+            return None
+        try:
+            return int(os.pread(self._fd, 128, 0).split()[1]) / 1e9
+        except (OSError, IndexError, ValueError):
+            return None
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _ms(seconds: float) -> float:
+    return round(seconds * 1000.0, 1)
+
+
 # --- the server ---------------------------------------------------------------------------------
 
 class _Stream:
@@ -89,6 +160,15 @@ class _Stream:
         self.feeder: threading.Thread | None = None
         self.slot: FrameSlot | None = None
         self.previous: threading.Thread | None = None  # the last stream's feeder, maybe still stopping
+
+
+_REQUEST_NAMES = {requests.SET_CUR: "SET_CUR", requests.GET_CUR: "GET_CUR", requests.GET_MIN: "GET_MIN",
+                  requests.GET_MAX: "GET_MAX", requests.GET_RES: "GET_RES", requests.GET_LEN: "GET_LEN",
+                  requests.GET_INFO: "GET_INFO", requests.GET_DEF: "GET_DEF"}
+
+_EVENT_NAMES = {k.UVC_EVENT_DATA: "data", k.UVC_EVENT_STREAMON: "stream on",
+                k.UVC_EVENT_STREAMOFF: "stream off", k.UVC_EVENT_CONNECT: "connect",
+                k.UVC_EVENT_DISCONNECT: "disconnect"}
 
 
 class UvcServer:
@@ -110,6 +190,12 @@ class UvcServer:
         self._last_feeder: threading.Thread | None = None
         self.device: requests.Device | None = None
         self._state: requests.State | None = None
+        self._answers: deque[AnswerTime] = deque(maxlen=ANSWER_RING)
+        self._worst_answer: AnswerTime | None = None
+        self._run_queue: _RunQueueClock | None = None  # the event thread's, opened by that thread
+        self._run_queue_at_sleep: float | None = None
+        self._event_taken_at = 0.0
+        self._event_queued_at = 0.0
         self._stats: dict[str, Any] = {
             "connected": False, "speed": None, "streaming": False, "committed": None,
             "frames_queued": 0, "frames_skipped": 0, "frames_too_big": 0, "requests": 0,
@@ -124,6 +210,7 @@ class UvcServer:
                 raise RuntimeError(f"{self.node_path}: no bound configfs UVC function owns this node")
             self.function_dir = found[1]
         self._open_node()
+        sys.setswitchinterval(min(sys.getswitchinterval(), GIL_SWITCH_S))
         self._wake_r, self._wake_w = os.pipe()
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="uvc-events", daemon=True)
@@ -188,10 +275,26 @@ class UvcServer:
         out = dict(self._stats)
         out["node"] = self.node_path
         out["error_code"] = int(self._state.error_code) if self._state else 0
+        answers = list(self._answers)
+        out["answers"] = answer_summary(answers)
+        out["answers"]["worst_ever"] = asdict(self._worst_answer) if self._worst_answer else None
+        # number, request, queued at, waited, answered, cpu wait: compact rows for the ring
+        out["answers"]["recent"] = [a.as_row() for a in answers]
         return out
+
+    def answer_times(self) -> list[AnswerTime]:
+        """The latest class requests' answer times (at most ANSWER_RING), oldest first."""
+        return list(self._answers)
 
     # --- event loop --------------------------------------------------------------------------
     def _loop(self) -> None:
+        self._run_queue = _RunQueueClock()
+        try:
+            self._serve()
+        finally:
+            self._run_queue.close()
+
+    def _serve(self) -> None:
         poller = select.poll()
         poller.register(self._wake_r, select.POLLIN)
         while not self._stop.is_set():
@@ -203,6 +306,7 @@ class UvcServer:
             # POLLOUT only while streaming: an idle vb2 queue reports POLLERR, i.e. always ready.
             mask = select.POLLPRI | (select.POLLOUT if self._stream else 0)
             poller.register(self._fd, mask)
+            self._run_queue_at_sleep = self._run_queue.waited() if self._run_queue else None
             try:
                 ready = dict(poller.poll(1000))
             except InterruptedError:
@@ -238,7 +342,15 @@ class UvcServer:
                 if exc.errno in (errno.ENOENT, errno.EAGAIN):
                     return
                 raise
+            self._event_taken_at = time.monotonic()
+            self._event_queued_at = event.timestamp.tv_sec + event.timestamp.tv_nsec / 1e9
             self._on_event(event.type, bytes(event.u.data))
+            if self._run_queue is not None:  # the next event's CPU wait counts from here
+                self._run_queue_at_sleep = self._run_queue.waited()
+            took = time.monotonic() - self._event_taken_at
+            if took > SLOW_ANSWER_S and event.type != k.UVC_EVENT_SETUP:  # setups: _note_answer
+                log.warning("UVC: event %s took %.0f ms to handle (requests behind it wait)",
+                            _EVENT_NAMES.get(event.type, event.type), took * 1000)
 
     def _on_event(self, kind: int, data: bytes) -> None:
         if kind == k.UVC_EVENT_SETUP:
@@ -284,6 +396,27 @@ class UvcServer:
             self._stats["stalls"] += 1
             log.debug("UVC: stall %s (error code %s)", setup, state.error_code.name)
         self._respond(reply)
+        self._note_answer(setup)
+
+    def _note_answer(self, setup: requests.Setup) -> None:
+        """Keep how long this request took (see AnswerTime); log it when slow."""
+        now = time.monotonic()
+        queued = self._event_queued_at
+        rq_now = self._run_queue.waited() if self._run_queue else None
+        rq_then = self._run_queue_at_sleep
+        answer = AnswerTime(
+            number=self._stats["requests"],
+            request=f"{_REQUEST_NAMES.get(setup.request, hex(setup.request))} "
+                    f"{setup.value:#06x} {setup.index:#06x}",
+            queued_at=round(queued, 4), waited_ms=_ms(self._event_taken_at - queued), answered_ms=_ms(now - queued),
+            cpu_wait_ms=_ms(rq_now - rq_then) if rq_now is not None and rq_then is not None else None)
+        self._answers.append(answer)
+        if self._worst_answer is None or answer.answered_ms > self._worst_answer.answered_ms:
+            self._worst_answer = answer
+        if answer.answered_ms > SLOW_ANSWER_S * 1000:
+            log.warning("UVC: slow answer to %s: %.0f ms after the host asked (%.0f ms before the "
+                        "event thread took it; %s ms waiting for a CPU)", answer.request,
+                        answer.answered_ms, answer.waited_ms, answer.cpu_wait_ms)
 
     def _on_data(self, data: bytes) -> None:
         device, state = self._negotiation()

@@ -285,3 +285,28 @@ def test_status_figures_describe_the_running_stream(clip):
     assert set(status) == set(IDLE_STATUS)
     assert {"latency_p50_ms", "latency_p95_ms", "mask_age_frames", "mask_age_ms",
             "frames_dropped"} <= set(status)
+
+
+def test_a_new_run_takes_over_the_model_workers_interpreters_instead_of_loading_them_again(monkeypatch):
+    """Loading a model holds the GIL throughout, stalling the UVC event thread at every stream
+    start: the workers of the next run take over the interpreters of the last one. Two workers
+    running at once never share one (the runtime refuses that: run_for checks for the error)."""
+    from appliance import pipeline as module
+    loaded = []
+
+    def counting_load(*key):
+        segmenter = real_load(*key)
+        loaded.append(segmenter)
+        return segmenter
+
+    real_load = module.load_segmenter
+    monkeypatch.setattr(module, "load_segmenter", counting_load)
+    pipeline = FramePipeline(Settings())
+    pipeline.lores_size_for(640, 360)
+    loaded.clear()  # the pipeline's own interpreter (for the model's input size) is not a worker's
+    run_for(pipeline, segment_workers=2, outputs=3)
+    first_run = list(loaded)
+    assert len(first_run) in (1, 2)  # one per worker that got a frame
+    run_for(pipeline, segment_workers=2, outputs=3)
+    run_for(pipeline, segment_workers=2, outputs=3)
+    assert len(loaded) <= 2, "later runs loaded the model again"

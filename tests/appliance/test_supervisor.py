@@ -4,6 +4,7 @@ count opens and closes and to fail or hang on cue."""
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
@@ -63,6 +64,20 @@ def test_the_camera_opens_only_while_a_host_streams_and_closes_after(supervisor,
     assert wait_for(lambda: camera.stops == 1)
     time.sleep(1.0)
     assert (camera.starts, camera.stops, supervisor.mode) == (1, 1, "idle")
+
+
+def test_the_pipeline_threads_run_nicer_than_the_thread_that_asked_for_frames(supervisor):
+    """The UVC event thread must get a CPU the moment a host request arrives, even while the
+    model fills every core: every pipeline thread runs PIPELINE_NICE nicer than the daemon."""
+    mine = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    slot = supervisor.start_stream(FMT)
+    assert slot.get(0, timeout=15) is not None
+    pipeline_threads = [t for t in threading.enumerate() if t.name.startswith("blurcam-")]
+    assert {t.name for t in pipeline_threads} >= {"blurcam-supervisor", "blurcam-capture",
+                                                  "blurcam-segment", "blurcam-compose"}
+    nice = {t.name: os.getpriority(os.PRIO_PROCESS, t.native_id) for t in pipeline_threads}
+    assert set(nice.values()) == {min(19, mine + sup.PIPELINE_NICE)}, nice
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == mine  # the caller's is kept
 
 
 def test_the_camera_opens_for_the_preview_and_closes_when_nobody_watches(supervisor, camera, monkeypatch):

@@ -13,7 +13,8 @@ import time
 
 from appliance.stream import FrameSlot, StreamFormat
 from appliance.uvc.backend import UvcBackend
-from appliance.uvc.device import UvcServer, _Stream
+from appliance.uvc.device import ANSWER_RING, UvcServer, _Stream
+from appliance.uvc.requests import GET_CUR, Setup
 from tests.support.protocols import assert_implements
 
 MJPEG_720P = StreamFormat("mjpeg", 1280, 720, 30)
@@ -100,3 +101,29 @@ def test_quick_start_stop_cycles_reach_the_daemon_in_order_and_end_stopped(tmp_p
     server._stop_streaming("host stopped streaming")
     server._last_feeder.join(5)
     assert daemon.calls[-1] == ("stop",)
+
+
+def test_each_answer_is_timed_from_the_moment_the_kernel_queued_the_request(tmp_path, caplog):
+    server = server_for(SlowStartingDaemon(0.0), tmp_path)
+    now = time.monotonic()
+    server._stats["requests"] = 7
+    server._event_queued_at, server._event_taken_at = now - 0.3, now - 0.1  # as _drain_events sets them
+    server._note_answer(Setup(0xA1, GET_CUR, 0x0200, 0x0000, 1))
+    (answer,) = server.answer_times()
+    assert (answer.number, answer.request) == (7, "GET_CUR 0x0200 0x0000")
+    assert 195 <= answer.waited_ms < 300 and 295 <= answer.answered_ms < 1000
+    assert "slow answer to GET_CUR 0x0200 0x0000" in caplog.text  # where the time went, logged
+    shown = server.status()["answers"]
+    assert shown["count"] == 1 and shown["worst_ms"] == answer.answered_ms
+    assert shown["recent"] == [answer.as_row()]
+
+
+def test_the_server_keeps_only_the_latest_answer_times_but_the_worst_ever_too(tmp_path):
+    server = server_for(SlowStartingDaemon(0.0), tmp_path)
+    for number in range(1, ANSWER_RING + 11):
+        server._stats["requests"] = number
+        server._event_queued_at = server._event_taken_at = time.monotonic() - (2.0 if number == 3 else 0.0)
+        server._note_answer(Setup(0xA1, GET_CUR, 0x0100, 0x0001, 34))
+    kept = [a.number for a in server.answer_times()]
+    assert kept == list(range(11, ANSWER_RING + 11))
+    assert server.status()["answers"]["worst_ever"]["number"] == 3

@@ -195,6 +195,40 @@ def class_requests(vm: dict) -> list[dict]:
     return [a for a in vm["race_answers"] if a["what"].startswith(("GET_CUR", "SET_CUR"))]
 
 
+def stalled(gaps: list[list[float]], start: float, end: float) -> float:
+    """Seconds of [start, end] inside any of `gaps` ([begin, end] on the guest's clock)."""
+    total, reach = 0.0, start
+    for begin, finish in sorted(gaps):
+        begin, finish = max(begin, reach), min(finish, end)
+        if finish > begin:
+            total += finish - begin
+            reach = finish
+    return total
+
+
+def host_answer_times(vm: dict) -> list[tuple[float, float]]:
+    """(seconds as the usbfs host measured them, the same less the time in which a vCPU of the
+    VM ran no guest code at all) for every class request of the start/stop races."""
+    gaps = [g for cpu in vm["race_cpu_gaps"].values() for g in cpu]
+    return [(a["seconds"], a["seconds"] - stalled(gaps, a["at"], a["at"] + a["seconds"]))
+            for a in class_requests(vm)]
+
+
+def daemon_answer_times(vm: dict) -> list[tuple[float, float]]:
+    """(seconds from the kernel queueing the setup event to the daemon's answer, the same less
+    the time the device's vCPU ran no guest code) for the same requests, on the daemon's side
+    (appliance/uvc/device.py AnswerTime rows: number, request, queued at, waited, answered, ...)."""
+    gaps = vm["race_cpu_gaps"]["cpu1"]
+    return [(row[4] / 1000, row[4] / 1000 - stalled(gaps, row[2], row[2] + row[4] / 1000))
+            for row in vm["race_daemon_answers"]]
+
+
+def spread_ms(times: list[float]) -> str:
+    ordered = sorted(times)
+    return (f"median {statistics.median(ordered) * 1000:.0f}, p95 "
+            f"{ordered[round(0.95 * (len(ordered) - 1))] * 1000:.0f}, worst {ordered[-1] * 1000:.0f} ms")
+
+
 def latencies(vm: dict) -> list[float]:
     return [f["dequeued_at"] - vm["latency_captured"][str(f["counter"])] for f in vm["latency_frames"]
             if vm["latency_captured"].get(str(f["counter"])) is not None]
@@ -239,6 +273,15 @@ def summary(vm: dict) -> str:
                    f"{statistics.median(times) * 1000:.0f} ms, {sum(t > 0.5 for t in times)} over 500 ms, worst "
                    f"{worst['seconds'] * 1000:.0f} ms ({worst['what']}); SET_INTERFACE worst "
                    f"{max(a['seconds'] for a in vm['race_answers'] if 'INTERFACE' in a['what']) * 1000:.0f} ms")
+    if vm.get("race_daemon_answers") and vm.get("race_cpu_gaps"):
+        host, daemon = host_answer_times(vm), daemon_answer_times(vm)
+        out.append(f"  host side: {spread_ms([t for t, _ in host])}; less emulator stalls: "
+                   f"{spread_ms([t for _, t in host])}")
+        out.append(f"  daemon side: {spread_ms([t for t, _ in daemon])}; less device vCPU stalls: "
+                   f"{spread_ms([t for _, t in daemon])}")
+        out.append("  emulator stalls (a vCPU ran no guest code for > 40 ms): " + ", ".join(
+            f"{cpu} {len(g)} totalling {sum(e - b for b, e in g):.1f} s" for cpu, g in vm["race_cpu_gaps"].items())
+            + f" of the {vm['steps'].get('request_race')} s step")
     if vm.get("cycles"):
         out.append("start/stop cycles (cycle: RSS kB, fds): " + ", ".join(
             f"{c['cycle']}: {c['rss_kb']}, {c['fds']}" for c in vm["cycles"]))
@@ -451,14 +494,17 @@ def test_two_hundred_start_stop_cycles_leave_memory_and_fds_flat(vm):
     assert vm["cycles_idle"]["state"] == "idle"
 
 
-# USB 2.0 (9.2.6.4) gives a device 500 ms for a request. In this VM the device's one vCPU runs
-# under TCG on a shared 2-core machine, tens of times slower than a Pi, and its event thread
-# shares the GIL with the pipeline's threads: requests that take well under a millisecond natively
-# take tens of ms here, and the few right after a running pipeline stops took 0.5-1.05 s under a
-# load of 9-19 (every answer right, none lost). So here the host waits 5 s, as uvcvideo does, and
-# the test asks: every answer right and within that, the median <= 100 ms, 80 % within 500 ms. A
-# stop that waits for the pipeline (issue #12) delays every request after each racing stop.
-# tests/appliance/uvc/test_device.py: a stop during a 3 s camera start returns in < 1 s.
+# USB 2.0 (9.2.6.4) gives a device 500 ms for a request; a host that gives up reads every later
+# answer shifted by one. The usbfs host here waits 5 s, as uvcvideo does, so that a slow answer is
+# measured rather than lost. Each answer is timed twice on the guest's clock: by the host (the
+# whole round trip through dummy_hcd_iso) and by the daemon (from the kernel queueing the setup
+# event to the answer). In this VM each vCPU is a QEMU thread on a shared build machine; when the
+# machine is busy that thread is descheduled for tens to hundreds of milliseconds at a time and
+# the guest's clock runs on meanwhile (tests/support/vm/cpu_gaps.py notes every such stall). The
+# time a vCPU ran no guest code at all is the emulator's, not the device's: it is taken off
+# before the limit is applied (the raw figures are in the summary). Everything else counts: the
+# event thread waiting for a CPU or for the GIL behind the pipeline's threads, or for a stop.
+USB_REQUEST_LIMIT_S = 0.5
 VM_REQUEST_LIMIT_S = 5.0
 
 
@@ -479,10 +525,14 @@ def test_class_requests_are_answered_in_time_across_start_stop_races(vm):
             vm["configfs_maxpacket"]
     answers = class_requests(vm)
     assert len(answers) >= 40 and all(a["error"] in (None, "EPIPE") for a in answers), answers
-    times = sorted(a["seconds"] for a in answers)
-    assert times[-1] <= VM_REQUEST_LIMIT_S, times
-    assert sum(t <= 0.5 for t in times) >= 0.8 * len(times), times
-    assert statistics.median(times) <= 0.1, times
+    # The daemon timed the very same requests (the ring it keeps holds them all).
+    daemon_rows = vm["race_daemon_answers"]
+    assert [row[1].split()[0] for row in daemon_rows] == [a["what"].split()[0] for a in answers], \
+        (daemon_rows, [a["what"] for a in answers])
+    daemon = daemon_answer_times(vm)
+    assert max(t for _, t in daemon) <= USB_REQUEST_LIMIT_S, summary(vm)
+    host = host_answer_times(vm)
+    assert max(t for _, t in host) <= USB_REQUEST_LIMIT_S, summary(vm)
 
 
 def test_the_request_error_code_is_reported_once_then_reset(vm):

@@ -53,6 +53,7 @@ class Answer:
     seconds: float
     data: bytes | None  # None: stalled or timed out
     error: str | None = None
+    at: float = 0.0  # time.monotonic() when it was sent (the guest's clock, as the daemon's)
 
 
 @dataclass
@@ -91,10 +92,11 @@ class UsbfsHost:
         began = time.monotonic()
         try:
             got = fcntl.ioctl(self.fd, USBDEVFS_CONTROL, xfer)
-            answer = Answer(what, time.monotonic() - began, buf.raw[:got] if request_type & 0x80 else b"")
+            answer = Answer(what, time.monotonic() - began, buf.raw[:got] if request_type & 0x80 else b"",
+                            at=began)
         except OSError as exc:
             name = errno.errorcode.get(exc.errno, str(exc.errno))
-            answer = Answer(what, time.monotonic() - began, None, name)
+            answer = Answer(what, time.monotonic() - began, None, name, at=began)
         self.answers.append(answer)
         return answer
 
@@ -102,10 +104,10 @@ class UsbfsHost:
         began = time.monotonic()
         try:
             fcntl.ioctl(self.fd, USBDEVFS_SETINTERFACE, usbdevfs_setinterface(interface, alt))
-            answer = Answer(f"SET_INTERFACE({interface},{alt})", time.monotonic() - began, b"")
+            answer = Answer(f"SET_INTERFACE({interface},{alt})", time.monotonic() - began, b"", at=began)
         except OSError as exc:
             answer = Answer(f"SET_INTERFACE({interface},{alt})", time.monotonic() - began, None,
-                            errno.errorcode.get(exc.errno, str(exc.errno)))
+                            errno.errorcode.get(exc.errno, str(exc.errno)), at=began)
         self.answers.append(answer)
         return answer
 

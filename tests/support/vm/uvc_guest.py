@@ -23,7 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 sys.path.insert(0, str(REPO))
 
-from appliance.control import ControlClient  # noqa: E402
+from appliance.control import ControlClient, ControlError  # noqa: E402
 from tests.support.vm import usbfs_host, usbmon  # noqa: E402
 from tests.support.vm.stamp_source import LOG_ENV, SPEC, read_counter  # noqa: E402
 from tests.support.vm.v4l2_capture import Capture, CaptureError  # noqa: E402
@@ -45,6 +45,10 @@ FRAMES_PER_FORMAT = int(os.environ.get("BLURCAM_VM_FRAMES", "4"))
 STREAMS = (("mjpeg", 1280, 720), ("mjpeg", 1920, 1080), ("yuyv", 640, 480), ("yuyv", 640, 360))
 ONLY = set(filter(None, os.environ.get("BLURCAM_VM_STEPS", "").split(",")))  # for development
 HOST_CPUS, DEVICE_CPUS = {0}, {1}
+# request_race: how long the host waits after SET_INTERFACE(1,1) before it stops the stream again
+# ("streaming": until the pipeline streams), and how many times the whole list runs.
+RACE_DELAYS: tuple[float | str, ...] = (0.0, 0.0, 0.05, 0.2, 0.5, 1.0, 2.0, "streaming", 0.0, 0.1, 0.3)
+RACE_ROUNDS = int(os.environ.get("BLURCAM_VM_RACE_ROUNDS", "1"))
 results: dict = {"errors": {}, "steps": {}}
 
 
@@ -172,6 +176,45 @@ def stop_daemon(proc: subprocess.Popen, log_name: str) -> int:
         code = proc.wait()
     (RUN / log_name).write_bytes((STATE / log_name).read_bytes())
     return code
+
+
+def daemon_answers() -> list[list]:
+    """The daemon's latest answer times (appliance/uvc/device.py AnswerTime rows); a status call
+    on a loaded machine may be dropped, so it is asked again."""
+    for attempt in range(3):
+        try:
+            return status()["usb"]["answers"]["recent"]
+        except ControlError:
+            if attempt == 2:
+                raise
+            time.sleep(1)
+    return []
+
+
+def start_gap_monitors() -> list[tuple[subprocess.Popen, Path]]:
+    """One tests/support/vm/cpu_gaps.py per CPU: when did a vCPU run no guest code at all."""
+    monitors = []
+    for cpu in sorted(HOST_CPUS | DEVICE_CPUS):
+        out = STATE / f"cpu{cpu}-gaps.txt"
+        out.unlink(missing_ok=True)
+        proc = subprocess.Popen([sys.executable, "-S", str(Path(__file__).with_name("cpu_gaps.py")),
+                                 str(cpu), str(out)])
+        monitors.append((proc, out))
+    for _proc, out in monitors:
+        wait_for(f"{out.name} monitor", lambda out=out: out.exists() and out.read_text().startswith("ready"),
+                 120, 0.1)
+    return monitors
+
+
+def stop_gap_monitors(monitors: list[tuple[subprocess.Popen, Path]]) -> dict[str, list[list[float]]]:
+    """{cpu: [[start, end], ...]} of the gaps each monitor saw."""
+    found = {}
+    for proc, out in monitors:
+        proc.terminate()
+        proc.wait(30)
+        lines = out.read_text().splitlines()[1:]
+        found[out.name.split("-")[0]] = [[float(x) for x in line.split()] for line in lines if line.strip()]
+    return found
 
 
 def wait_idle() -> dict:
@@ -530,6 +573,9 @@ def _():
     device = results["host_usb_device"]
     usbfs_host.unbind_driver(device, (0, 1))
     trials = results["race"] = []
+    requests_before = status()["usb"]["requests"]
+    daemon_rows: dict[int, list] = {}
+    gaps = start_gap_monitors()
     function = GADGET / "functions/uvc.usb0"
     pu = int((function / "control/processing/default/bUnitID").read_text())
     try:
@@ -538,7 +584,7 @@ def _():
         with usbfs_host.UsbfsHost(device, (0, 1), timeout_ms=5000) as host:
             # format 1 (MJPEG), frame 3 (1280x720), 30 fps
             probe = usbfs_host.probe_bytes(1, 3, 333333)
-            for delay in (0.0, 0.0, 0.05, 0.2, 0.5, 1.0, 2.0, "streaming", 0.0, 0.1, 0.3):
+            for delay in RACE_DELAYS * RACE_ROUNDS:
                 host.control("SET_CUR probe", usbfs_host.OUT_CLASS_INTERFACE, usbfs_host.SET_CUR,
                              usbfs_host.VS_PROBE << 8, 1, probe)
                 host.control("SET_CUR commit", usbfs_host.OUT_CLASS_INTERFACE, usbfs_host.SET_CUR,
@@ -557,6 +603,8 @@ def _():
                                "set_interface_off": off.__dict__, "error_code": code.__dict__,
                                "probe_back": back.__dict__, "probe_back_hex": (back.data or b"").hex()})
                 save()
+                if len(trials) % len(RACE_DELAYS) == 0:  # the daemon keeps the latest ANSWER_RING
+                    daemon_rows.update((row[0], row) for row in daemon_answers())
             # An unknown processing-unit control stalls; the error code says why, then resets.
             stall = host.control("GET_CUR unknown control", usbfs_host.IN_CLASS_INTERFACE,
                                  usbfs_host.GET_CUR, 0x1F << 8, pu << 8, 2)
@@ -566,7 +614,13 @@ def _():
                                   usbfs_host.GET_CUR, usbfs_host.VC_REQUEST_ERROR_CODE << 8, 0, 1)
             results["error_code_reads"] = [stall.__dict__, first.__dict__, second.__dict__]
             results["race_answers"] = [a.__dict__ for a in host.answers]
+        # The daemon's own answer times for the same requests (appliance/uvc/device.py
+        # AnswerTime), asked before uvcvideo takes the interfaces back and sends its own.
+        daemon_rows.update((row[0], row) for row in daemon_answers())
+        results["race_daemon_answers"] = [row for number, row in sorted(daemon_rows.items())
+                                          if number > requests_before]
     finally:
+        results["race_cpu_gaps"] = stop_gap_monitors(gaps)
         usbfs_host.bind_driver(device, (0, 1))
     results["race_idle"] = wait_idle()
     for a in results["race_answers"]:
