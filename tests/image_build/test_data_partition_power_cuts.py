@@ -50,7 +50,8 @@ def data_mount_options(image: Path) -> str:
     for line in shipped_text(image, "/etc/fstab").splitlines():
         fields = line.split()
         if len(fields) >= 4 and fields[1] == "/var/lib/blurcam":
-            return fields[3]
+            # The filesystem's own options; x-* ones are systemd's (mount(8) passes none to the kernel).
+            return ",".join(o for o in fields[3].split(",") if not o.startswith("x-"))
     raise AssertionError("the image's fstab does not mount /var/lib/blurcam")
 
 

@@ -110,6 +110,7 @@ def test_fstab_keeps_root_and_boot_read_only_and_the_data_partition_checked(root
     data = entries["/var/lib/blurcam"]
     assert data[0] == f"PARTUUID={disk}-07" and data[2] == "ext4" and data[5] == "2"
     assert "rw" not in data[3].split(",") and "errors=remount-ro" in data[3].split(",")
+    assert "x-systemd.device-timeout=5min" in data[3].split(",")  # not the 90 s default: emergency mode
     assert entries["/var/lib/blurcam-web"][0] == "/var/lib/blurcam/system/web"
     assert entries["/var/lib/rauc"][0] == "/var/lib/blurcam/system/rauc"
     # Every other mount is RAM.
