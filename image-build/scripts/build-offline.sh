@@ -86,18 +86,19 @@ FSTAB
   rm -rf "$rootfs/tmp/blurcam-payload" "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/cache/apt/*.bin
 
   # p1: what an operator sees when the card is in a PC. p7 (the tree's /var/lib/blurcam, made
-  # by read-only-root.sh) belongs to the pipeline's user, whose state directory it is.
+  # by read-only-root.sh) is root's at its top (LAYOUT.md), as genimage.cfg.in says.
   mkdir -p "$work/blurcam"
   cp "$IMAGE_BUILD_DIR"/boot-partition/* "$work/blurcam/"
   # U-Boot's slot choice (image-build/update/): boot.scr and the slot state, A good, B empty.
   bash "$IMAGE_BUILD_DIR/update/make-boot-files.sh" qemu "$work/blurcam" >/dev/null
-  owner=$(awk -F: '$1 == "blurcam" { print $3 ":" $4 }' "$rootfs/etc/passwd")
-  [ -n "$owner" ] || die "the image has no blurcam user"
 
   log "image: genimage"
   root_mb=$(( $(du -sm --exclude="$rootfs/boot/firmware" "$rootfs" | cut -f1) * 13 / 10 + 200 ))
+  # A whole number of the 4 MiB alignment, or genimage rounds slot A's partition up and not B's:
+  # the slots must be the same size (an update writes one slot's filesystem into the other).
+  root_mb=$(( (root_mb + 3) / 4 * 4 ))
   sed -e "s/@ROOT_SIZE@/${root_mb}M/" -e "s/@DISK_SIGNATURE@/$signature/" \
-      -e "s#@BLURCAM_DIR@#$work/blurcam#" -e "s/@DATA_OWNER@/$owner/" \
+      -e "s#@BLURCAM_DIR@#$work/blurcam#" \
     "$IMAGE_BUILD_DIR/genimage.cfg.in" > "$work/genimage.cfg"
   mkdir -p "$work/image"
   genimage --config "$work/genimage.cfg" --rootpath "$rootfs" --tmppath "$work/genimage-tmp" \

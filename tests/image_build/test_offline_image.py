@@ -236,7 +236,10 @@ def test_the_venv_resolves_every_dependency_without_conflicts(rootfs):
                           "'import cv2, numpy, simplejpeg, ai_edge_litert, flask, pydantic, waitress; "
                           "print(numpy.__version__, cv2.__version__)'")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "No broken requirements found." in r.stdout
+    # The one known gap, on purpose (image-build/update/stage-update.sh): rauc-hawkbit declares
+    # gbulb, which would build PyGObject from source; the device uses Debian's python3-gi instead.
+    broken = [line for line in r.stdout.splitlines() if " requires " in line or "has requirement" in line]
+    assert broken in ([], ["rauc-hawkbit 0.2.0 requires gbulb, which is not installed."]), r.stdout
 
 
 def test_the_pipeline_selftest_passes_on_arm64(rootfs):
