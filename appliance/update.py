@@ -8,7 +8,9 @@ passes (the daemon answers and reports no error, the USB gadget is bound to a co
 self-test passes) the slot is marked good and kept; otherwise it is marked bad and the device
 reboots into the previous slot. A slot that never gets as far as `confirm` (kernel panic, hang,
 power cut) has used its one attempt, so the boot loader returns to the previous slot by itself.
-A good slot's boot writes nothing to the card.
+A good slot's boot writes nothing to the card. A kernel that the boot loader RAUC works with did
+not start (QEMU booting the kernel directly, as the image's VM test does) has no trial to judge:
+`confirm` says so and does nothing; on a device, where that boot loader always runs, it judges.
 
 RAUC does the slot work; this module only drives it through the `rauc` command (the D-Bus client
 of rauc.service), and keeps the read-only boot partition writable for the moments a verdict is
@@ -44,6 +46,13 @@ REBOOT = ("systemctl", "reboot")
 # its boot: the Pi 4/5 firmware starts the trial slot only on a reboot with this argument.
 TRYBOOT_PENDING = "blurcam-tryboot"
 TRYBOOT_ARGUMENT = "0 tryboot"
+RAUC_SYSTEM_CONF = Path("/etc/rauc/system.conf")  # links to the board's (rauc-config, at boot)
+DEVICE_TREE_CHOSEN = Path("/proc/device-tree/chosen")
+# What the boot loader behind each of RAUC's backends here leaves in the device tree's /chosen
+# when it starts the kernel: U-Boot (Zero 2 W, the QEMU test VM) its version; the Pi 4/5
+# firmware (tryboot, RAUC's custom backend) its bootloader node.
+BOOT_LOADER_MARKS = {"uboot": ("u-boot,version", "U-Boot"),
+                     "custom": ("bootloader", "the Raspberry Pi firmware (tryboot)")}
 DOWNLOAD_TIMEOUT_S = 60
 
 
@@ -211,11 +220,45 @@ def health_problems(control_socket: Path = CONTROL_SOCKET, gadget: Path = GADGET
     return [problem for check in checks if (problem := check()) is not None]
 
 
+def rauc_boot_loader(system_conf: Path = RAUC_SYSTEM_CONF) -> str:
+    """The `bootloader=` of RAUC's [system] section (uboot or custom)."""
+    section = ""
+    try:
+        lines = system_conf.read_text().splitlines()
+    except OSError as exc:
+        raise UpdateError(f"cannot read RAUC's configuration {system_conf}: {exc.strerror}") from None
+    for line in lines:
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[system]" and line.partition("=")[0].strip() == "bootloader":
+            return line.partition("=")[2].strip()
+    raise UpdateError(f"{system_conf} names no bootloader in its [system] section")
+
+
+def unseen_boot(system_conf: Path = RAUC_SYSTEM_CONF, chosen: Path = DEVICE_TREE_CHOSEN) -> str | None:
+    """None if the boot loader that RAUC's backend drives started this kernel (so a trial boot
+    can be kept or given up), else a sentence saying it did not."""
+    backend = rauc_boot_loader(system_conf)
+    if backend not in BOOT_LOADER_MARKS:
+        raise UpdateError(f"{system_conf}: unknown bootloader {backend!r} (expected "
+                          f"{' or '.join(BOOT_LOADER_MARKS)})")
+    mark, name = BOOT_LOADER_MARKS[backend]
+    if (chosen / mark).exists():
+        return None
+    return (f"this kernel was not started by {name}, the boot loader that switches slots here "
+            f"(no {mark} in {chosen}: e.g. a virtual machine booting the kernel directly)")
+
+
 def confirm(*, control_socket: Path = CONTROL_SOCKET, gadget: Path = GADGET, boot_dir: Path = BOOT_DIR,
-            reboot_command: tuple[str, ...] = REBOOT) -> str:
+            reboot_command: tuple[str, ...] = REBOOT, system_conf: Path = RAUC_SYSTEM_CONF,
+            chosen: Path = DEVICE_TREE_CHOSEN) -> str:
     """Judge the running slot if it is on trial: keep it (mark good) or give it up (mark bad and
     reboot into the previous slot). A slot that is already good is left alone: nothing is
-    written. Returns a sentence saying what happened."""
+    written; so is a boot the slot switch did not make (see unseen_boot). Returns a sentence
+    saying what happened; an UpdateError when RAUC cannot tell or record the verdict."""
+    if (why := unseen_boot(system_conf, chosen)) is not None:
+        return f"no trial to judge: {why}; nothing done"
     state = slot_state()
     if state.booted_good:
         return f"slot {state.booted} is good; nothing to confirm"

@@ -188,6 +188,14 @@ def test_the_appliance_units_and_provisioning_are_enabled_and_network_waits_mask
     assert "blurcam-web:" in (rootfs / "etc/passwd").read_text()
 
 
+def test_raucs_service_is_installed_for_the_update_commands(rootfs):
+    """`rauc status|install|mark-good` are D-Bus clients of rauc.service (since trixie in its own
+    package, rauc-service): without it every update and every trial's verdict fails."""
+    assert (rootfs / "usr/lib/systemd/system/rauc.service").exists()
+    assert (rootfs / "usr/share/dbus-1/system-services/de.pengutronix.rauc.service").exists()
+    assert (rootfs / "usr/share/dbus-1/system.d/de.pengutronix.rauc.conf").exists()
+
+
 def test_units_verify_with_the_images_own_systemd(rootfs):
     r = in_chroot(rootfs, "systemd-analyze verify --man=no blurcam-provision.service blurcam-data.service "
                           "blurcam-reset-flag.service blurcam.service "

@@ -158,6 +158,22 @@ def gadget_dir(where: Path, udc: str) -> Path:
     return gadget
 
 
+def chosen_node(where: Path, *marks: str) -> Path:
+    """Stands in for /proc/device-tree/chosen (the device tree the kernel was started with): U-Boot
+    adds a u-boot,version property, the Pi 4/5 firmware a bootloader node; QEMU starting a kernel
+    directly adds neither."""
+    chosen = where / "chosen"
+    chosen.mkdir(parents=True, exist_ok=True)
+    (chosen / "bootargs").write_bytes(b"console=ttyAMA0,115200 rauc.slot=B\0")
+    for mark in marks:
+        if mark == "bootloader":
+            (chosen / mark).mkdir()
+            (chosen / mark / "tryboot").write_bytes(b"\0\0\0\1")
+        else:
+            (chosen / mark).write_bytes(b"2023.01+dfsg-2+deb12u3\0")
+    return chosen
+
+
 def test_a_freshly_installed_slot_is_the_next_boot_with_a_single_attempt(device):
     device.set_slot_state(GOOD_A)
     device.start(booted="A")
@@ -171,7 +187,8 @@ def test_a_healthy_slot_on_trial_is_marked_good(device, appliance_daemon, tmp_pa
     device.start(booted="B")
     assert update.slot_state().booted_good is False  # on trial
     said = update.confirm(control_socket=appliance_daemon, gadget=gadget_dir(tmp_path, "dummy_udc.0"),
-                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")))
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")),
+                          system_conf=device.conf, chosen=chosen_node(tmp_path, "u-boot,version"))
     assert "now the good slot" in said
     assert device.slot_state() == {"BOOT_ORDER": "B A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "3"}
     assert not (tmp_path / "rebooted").exists()
@@ -182,7 +199,8 @@ def test_a_slot_on_trial_failing_its_health_check_is_given_up_and_the_device_reb
     device.set_slot_state(TRIAL_B)
     device.start(booted="B")
     said = update.confirm(control_socket=appliance_daemon, gadget=gadget_dir(tmp_path, ""),
-                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")))
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")),
+                          system_conf=device.conf, chosen=chosen_node(tmp_path, "u-boot,version"))
     assert "not bound to a USB device controller" in said
     # B leaves the boot order: the reboot starts A, the slot that was good before.
     assert device.slot_state() == {"BOOT_ORDER": "A", "BOOT_A_LEFT": "3", "BOOT_B_LEFT": "0"}
@@ -193,7 +211,8 @@ def test_a_slot_on_trial_without_its_daemon_is_given_up(device, tmp_path, short_
     device.set_slot_state(TRIAL_B)
     device.start(booted="B")
     said = update.confirm(control_socket=short_dir / "nobody.sock", gadget=gadget_dir(tmp_path, "dummy_udc.0"),
-                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")))
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")),
+                          system_conf=device.conf, chosen=chosen_node(tmp_path, "u-boot,version"))
     assert "camera service does not answer" in said
     assert device.slot_state()["BOOT_ORDER"] == "A"
 
@@ -203,10 +222,50 @@ def test_booting_a_good_slot_writes_nothing(device, tmp_path, short_dir):
     device.start(booted="A")
     before = device.env_file.read_bytes()
     said = update.confirm(control_socket=short_dir / "nobody.sock", gadget=gadget_dir(tmp_path, ""),
-                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")))
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")),
+                          system_conf=device.conf, chosen=chosen_node(tmp_path, "u-boot,version"))
     assert "is good; nothing to confirm" in said
     assert device.env_file.read_bytes() == before
     assert not (tmp_path / "rebooted").exists()
+
+
+def test_a_kernel_the_slot_switch_did_not_start_is_not_judged_and_nothing_is_written(device, tmp_path, short_dir):
+    """QEMU booting slot B's kernel directly (the image's VM test): U-Boot did not take the trial's
+    attempt, so there is no trial to keep or give up. Confirm says so, leaves the slot state alone
+    and does not reboot, although the health check would fail (no daemon, no gadget)."""
+    device.set_slot_state(TRIAL_B)
+    device.start(booted="B")
+    before = device.env_file.read_bytes()
+    said = update.confirm(control_socket=short_dir / "nobody.sock", gadget=gadget_dir(tmp_path, ""),
+                          boot_dir=device.work, reboot_command=("touch", str(tmp_path / "rebooted")),
+                          system_conf=device.conf, chosen=chosen_node(tmp_path))
+    assert said.startswith("no trial to judge: this kernel was not started by U-Boot"), said
+    assert "u-boot,version" in said and "nothing done" in said
+    assert device.env_file.read_bytes() == before
+    assert not (tmp_path / "rebooted").exists()
+
+
+def test_each_backend_looks_for_its_own_boot_loader(tmp_path):
+    """U-Boot's backend needs U-Boot's mark, tryboot's (RAUC's custom backend) the Pi firmware's:
+    the firmware starting a kernel without U-Boot on a Zero 2 W is not U-Boot's trial either."""
+    for backend, mark, other in (("uboot", "u-boot,version", "bootloader"),
+                                 ("tryboot", "bootloader", "u-boot,version")):
+        conf = tmp_path / f"{backend}.conf"
+        conf.write_text(subprocess.run([str(UPDATE_DIR / "rauc" / "render-system-conf.sh"), backend,
+                                        "blurcam-test", "/dev/vda"], capture_output=True, text=True,
+                                       check=True).stdout)
+        assert update.unseen_boot(conf, chosen_node(tmp_path / f"{backend}-own", mark)) is None
+        said = update.unseen_boot(conf, chosen_node(tmp_path / f"{backend}-other", other))
+        assert said is not None and mark in said, said
+
+
+def test_confirm_fails_loudly_when_it_cannot_tell_which_boot_loader_switches_slots(tmp_path):
+    with pytest.raises(update.UpdateError, match="cannot read RAUC's configuration"):
+        update.confirm(system_conf=tmp_path / "missing.conf", chosen=chosen_node(tmp_path))
+    conf = tmp_path / "system.conf"
+    conf.write_text("[system]\ncompatible=blurcam-test\nbootloader=grub\n")
+    with pytest.raises(update.UpdateError, match="unknown bootloader 'grub'"):
+        update.confirm(system_conf=conf, chosen=chosen_node(tmp_path, "u-boot,version"))
 
 
 def signing_key(fleet_file: Path, cache: Path) -> subprocess.CompletedProcess:
