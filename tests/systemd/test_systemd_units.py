@@ -125,3 +125,12 @@ def test_web_service_reaches_the_control_socket_through_the_pipeline_group():
     assert re.search(r"^SupplementaryGroups=blurcam$", web, re.M)
     socket_arg = "--control-socket /run/blurcam/control.sock"
     assert socket_arg in pipeline and socket_arg in web
+
+
+def test_web_service_may_read_the_interface_addresses_it_trusts_clients_by():
+    """web/network.py lists the USB link's addresses with psutil.net_if_addrs (getifaddrs, over
+    netlink): without AF_NETLINK every login and every Host check from a non-loopback client
+    failed with EAFNOSUPPORT (a 500), as the arm64 image VM showed."""
+    web = (UNITS_DIR / "blurcam-web.service").read_text()
+    allowed = re.search(r"^RestrictAddressFamilies=(.*)$", web, re.M)
+    assert allowed and "AF_NETLINK" in allowed.group(1).split(), allowed
