@@ -63,14 +63,18 @@ def run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
 
 
 @contextmanager
-def mounted(image: Path, part: Partition, where: Path, fstype: str):
+def mounted(image: Path, part: Partition, where: Path, fstype: str, writable: bool = False):
+    """A partition of the image mounted at `where`: read-only, or read-write for a test's own
+    copies of the image (`writable`; the built image itself is only ever mounted read-only)."""
     where.mkdir(parents=True, exist_ok=True)
-    run(["mount", "-t", fstype, "-o", f"loop,ro,offset={part.start},sizelimit={part.size}",
+    mode = "rw" if writable else "ro"
+    run(["mount", "-t", fstype, "-o", f"loop,{mode},offset={part.start},sizelimit={part.size}",
          str(image), str(where)])
     try:
         yield where
     finally:
-        subprocess.run(["umount", str(where)], check=False)
+        # A copy's writes must reach it before it boots: a failed unmount fails the test.
+        subprocess.run(["umount", str(where)], check=writable)
 
 
 def copy_fat_files(image: Path, part: Partition, dest: Path) -> Path:

@@ -5,10 +5,15 @@ pipeline runs on its demo source, and nothing writes to the card while it runs.
 
 The "card" is a copy of the image made 1 GiB larger (as a real card is larger than the image), with
 a per-card override on its BLURCAM partition giving this test's SSH key: the test looks inside the
-device over SSH as the fleet's admin would. The VM has no USB device controller of its own; the
-kernel's dummy_hcd (a virtual controller pair: a UDC looped back to a host port in the same kernel)
-stands in for the Pi's dwc2, so the gadget binds and enumerates. The VM's own host side keeps
-uvcvideo away from it (modprobe.blacklist): the pipeline must not take its own output as a camera.
+device over SSH as the fleet's admin would. The VM has no USB device controller of its own; a
+virtual controller pair (a UDC looped back to a host port in the same kernel) stands in for the
+Pi's dwc2, so the gadget binds and enumerates. Debian's own dummy_hcd has no isochronous endpoints
+(a UVC gadget cannot bind to it: EBUSY), so the card copy gets our dummy_hcd_iso
+(tests/support/vm/dummy_hcd_iso, cross-compiled for the image's exact arm64 kernel) under
+/lib/modules/<kernel>/updates of its slot-A root; the built image itself never holds it. uvcvideo is
+kept off the VM's host port at boot (modprobe.blacklist): the pipeline's automatic camera choice
+must not take its own output as a camera. The streaming test loads it by hand once the pipeline
+runs on its demo source, and a host application in the same VM reads the webcam's frames.
 
 Part of `make image-test` (BLURCAM_IMAGE_TEST=1). BLURCAM_IMAGE_SOAK_S sets how long the write
 measurement runs (default 600 s).
@@ -16,6 +21,7 @@ measurement runs (default 600 s).
 
 from __future__ import annotations
 
+import base64
 import http.cookiejar
 import json
 import os
@@ -31,7 +37,9 @@ import cv2
 import numpy as np
 import pytest
 
-from tests.image_build.imagetools import copy_fat_files, image_test_marks, partition_table, run
+from tests.image_build.imagetools import copy_fat_files, image_test_marks, mounted, partition_table, run
+from tests.support.vm import vmlib
+from tests.support.vm.dummy_hcd_iso import build as iso_module
 
 QEMU = "qemu-system-aarch64"
 BOOT_TIMEOUT_S = 900  # TCG emulation of 2 arm64 cores on a 2-core x86 machine is slow
@@ -39,7 +47,12 @@ ADMIN_PASSWORD = "change-me-please"  # the hash in fleet.example.toml
 CARD_EXTRA = 2**30  # the card is this much larger than the image
 SOAK_S = float(os.environ.get("BLURCAM_IMAGE_SOAK_S", "600"))
 # Stands in for the Pi's dwc2 (the virt machine has no USB device controller).
-VM_UDC_MODULE = "dummy_hcd"
+VM_UDC_MODULE = iso_module.MODULE_NAME
+VM_ARCH = "arm64"
+VM_SUITE = "trixie"  # the offline image's Debian release: its kernel's headers come from there
+CAPTURE_CLIENT = Path(vmlib.__file__).with_name("v4l2_capture.py")
+# What the host application in the VM asks for: the smallest MJPEG mode (the model runs under TCG).
+STREAM = ("mjpeg", 640, 360)
 
 pytestmark = image_test_marks(extra_tools=(QEMU, "ssh", "ssh-keygen"))
 
@@ -75,14 +88,16 @@ class Vm:
         except urllib.error.HTTPError as e:
             return e.code, json.loads(e.read() or b"{}")
 
-    def sh(self, command: str, timeout: float = 180) -> subprocess.CompletedProcess:
-        """Run a shell command on the device as root (the fleet's admin has sudo)."""
+    def sh(self, command: str, timeout: float = 180, input: str | None = None) -> subprocess.CompletedProcess:
+        """Run a shell command on the device as root (the fleet's admin has sudo); `input` is
+        its stdin."""
         return subprocess.run(
             ["ssh", "-i", str(self.key), "-p", str(self.ssh_port), "-o", "BatchMode=yes",
              "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
              "-o", "LogLevel=ERROR", "-o", "ConnectTimeout=30", "admin@127.0.0.1",
              "sudo", "sh", "-c", command],
-            capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+            capture_output=True, text=True, timeout=timeout, input=input,
+            stdin=subprocess.DEVNULL if input is None else None)
 
     def out(self, command: str) -> str:
         r = self.sh(command)
@@ -91,7 +106,8 @@ class Vm:
 
 
 def make_card(image: Path, work: Path, public_key: str) -> tuple[Path, list]:
-    """A copy of the image, 1 GiB larger, with this card's override (the test's SSH key) on p1."""
+    """A copy of the image, 1 GiB larger, with this card's override (the test's SSH key) on p1
+    and the test's USB controller module in slot A's root (p5)."""
     card = work / "card.img"
     run(["cp", "--sparse=always", str(image), str(card)])
     os.truncate(card, image.stat().st_size + CARD_EXTRA)
@@ -100,7 +116,33 @@ def make_card(image: Path, work: Path, public_key: str) -> tuple[Path, list]:
     override.write_text(f'[ssh]\nauthorized_keys = ["{public_key}"]\n')
     run(["mcopy", "-i", f"{card}@@{parts[0].start}", str(override), "::/blurcam.toml"],
         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
+    add_test_udc(card, parts[4], work)
     return card, parts
+
+
+def add_test_udc(card: Path, root_part, work: Path) -> None:
+    """Build dummy_hcd_iso for the kernel in the card's root (its only /lib/modules entry, the
+    package version from its dpkg status), put it under /lib/modules/<kernel>/updates and index it
+    with the image's own depmod (through qemu-user), so that modules-load= finds it at boot."""
+    with mounted(card, root_part, work / "rootA", "ext4", writable=True) as root:
+        modules = root / "usr" / "lib" / "modules"
+        releases = [d.name for d in modules.iterdir() if d.is_dir()]
+        assert len(releases) == 1, f"the image's root holds kernels {releases}: expected one"
+        release = releases[0]
+        status = (root / "var" / "lib" / "dpkg" / "status").read_text()
+        block = re.search(rf"^Package: linux-image-{re.escape(release)}(?:-unsigned)?\n(?:.+\n)*?"
+                          rf"Version: (\S+)", status, re.M)
+        assert block, f"no linux-image-{release} package in the image's dpkg status"
+        try:
+            module = iso_module.build(release, block.group(1), suite=VM_SUITE, arch=VM_ARCH)
+        except iso_module.ModuleBuildError as exc:
+            pytest.fail(f"building the test module {VM_UDC_MODULE} for {release} ({VM_ARCH}) failed:\n{exc}")
+        updates = modules / release / "updates"
+        updates.mkdir(exist_ok=True)
+        run(["cp", str(module), str(updates / module.name)])
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        run(["chroot", str(root), "depmod", release], env=env, timeout=900)
+        print(f"card: {module.name} ({release}) added to slot A's root, depmod run")
 
 
 def boot(card: Path, parts: list, work: Path, key: Path, name: str) -> tuple[subprocess.Popen, Vm]:
@@ -205,7 +247,9 @@ def test_the_data_partition_holds_the_state_and_has_grown_to_the_card(vm):
 
 def test_every_unit_started_on_the_read_only_root(vm):
     failed = vm.out("systemctl --failed --no-legend --plain")
-    assert failed.strip() == "", failed
+    units = [line.split()[0] for line in failed.splitlines() if line.strip()]
+    assert not units, failed + "".join(
+        vm.out(f"journalctl -b -u {unit} -n 30 -o cat --no-pager") for unit in units)
     assert vm.sh("systemctl is-system-running --wait").stdout.strip() == "running"
 
 
@@ -256,24 +300,87 @@ def sectors_written(vm: Vm) -> dict[str, int]:
     return {line.split()[0].split("/")[-2]: int(line.split()[7]) for line in out.splitlines()}
 
 
-def test_nothing_writes_to_the_card_while_the_pipeline_runs(vm):
-    """The pipeline serves its preview for SOAK_S seconds (the VM cannot stream to a host: its
-    virtual UDC carries no isochronous transfers) with no settings change: the card's block
-    device counts no written sector."""
+# The host application in the VM: our V4L2 capture client reads the webcam for N seconds and
+# prints what it got (frames, JPEG starts, sequence gaps, one frame to decode) as JSON.
+HOST_APP = """
+import base64, json, sys, time
+sys.path.insert(0, "/run/blurcam-test")
+from v4l2_capture import Capture, CaptureError
+node, encoding = sys.argv[1], sys.argv[2]
+width, height, seconds = int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
+got = {"frames": 0, "jpeg": 0, "errors": 0, "bytes": 0, "first_s": None, "last": ""}
+started = time.monotonic()
+with Capture(node, encoding, width, height) as cap:
+    while (left := seconds - (time.monotonic() - started)) > 0:
+        try:
+            frame = cap.next_frame(left)
+        except CaptureError:
+            break
+        got["frames"] += 1
+        got["jpeg"] += frame.data[:2] == b"\\xff\\xd8"
+        got["errors"] += frame.error
+        got["bytes"] += len(frame.data)
+        got["first_s"] = got["first_s"] or round(time.monotonic() - started, 1)
+        got["last"] = base64.b64encode(frame.data).decode()
+got["seconds"] = round(time.monotonic() - started, 1)
+print(json.dumps(got))
+"""
+
+
+def host_node(vm: Vm, timeout: float = 300) -> str:
+    """The capture node uvcvideo made for the webcam on the VM's own host port (its video node,
+    index 0; the other one is metadata)."""
+    find = ("for d in /sys/class/video4linux/video*; do "
+            "[ \"$(basename \"$(readlink -f $d/device/driver)\")\" = uvcvideo ] && "
+            "[ \"$(cat $d/index)\" = 0 ] && echo /dev/${d##*/}; done; true")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if nodes := vm.out(find).split():
+            return nodes[0]
+        time.sleep(5)
+    pytest.fail("uvcvideo made no capture node for the webcam within "
+                f"{timeout:.0f} s:\n" + vm.out("dmesg | tail -40"))
+
+
+def test_a_host_streams_for_minutes_and_nothing_writes_to_the_card(vm):
+    """A host application in the same VM streams the webcam (uvcvideo on dummy_hcd_iso's host
+    port) for SOAK_S seconds with no settings change: frames arrive, the pipeline keeps its demo
+    source (its automatic choice never takes its own output), and the card's block device counts
+    no written sector (/sys/block/vda*/stat, field 7)."""
     status, reply = vm.post_json("/api/login", {"password": ADMIN_PASSWORD})
     assert status == 200, reply
-    before, frames, started = sectors_written(vm), 0, time.monotonic()
-    while time.monotonic() - started < SOAK_S:
-        status, _ = vm.get("/api/preview/output.jpg", timeout=120)
-        frames += status == 200
-        time.sleep(1)
+    # The pipeline's source is chosen when it first starts: make sure that happened (a preview)
+    # before the VM has a webcam node at all.
+    assert vm.get("/api/preview/output.jpg", timeout=300)[0] == 200
+    assert json.loads(vm.get("/api/status")[1])["source"] == "demo"
+    vm.out("mkdir -p /run/blurcam-test")
+    r = vm.sh("cat > /run/blurcam-test/v4l2_capture.py", input=CAPTURE_CLIENT.read_text())
+    assert r.returncode == 0, r.stderr
+    r = vm.sh("cat > /run/blurcam-test/host_app.py", input=HOST_APP)
+    assert r.returncode == 0, r.stderr
+    vm.out("modprobe uvcvideo")  # by name: the boot-time blacklist only stops automatic loading
+    node = host_node(vm)
+    encoding, width, height = STREAM
+    before = sectors_written(vm)
+    r = vm.sh(f"/opt/blurcam/venv/bin/python /run/blurcam-test/host_app.py {node} {encoding} "
+              f"{width} {height} {SOAK_S:g}", timeout=SOAK_S + 600)
     after = sectors_written(vm)
+    assert r.returncode == 0, r.stderr + vm.out("journalctl -b -u blurcam.service -n 40 -o cat")
+    got = json.loads(r.stdout)
     st = json.loads(vm.get("/api/status")[1])
     delta = {dev: after[dev] - before[dev] for dev in after}
-    print(f"{time.monotonic() - started:.0f} s of the pipeline running ({frames} previews fetched, "
-          f"{st['fps']:.1f} fps, state {st['state']}): sectors written {delta} "
-          f"= {delta['vda'] * 512} bytes to the card (/sys/block/vda/stat, field 7)")
-    assert frames > 0 and st["fps"] > 0
+    print(f"host {node} ({encoding} {width}x{height}) streamed {got['seconds']:.0f} s: "
+          f"{got['frames']} frames ({got['frames'] / got['seconds']:.2f} fps, first after "
+          f"{got['first_s']} s, {got['jpeg']} JPEG, {got['errors']} with the error flag, "
+          f"{got['bytes']} bytes); daemon: state {st['state']}, source {st['source']}, "
+          f"{st['fps']:.2f} fps")
+    print("sectors written during the stream (field 7), before -> after: "
+          + ", ".join(f"{dev} {before[dev]} -> {after[dev]}" for dev in after)
+          + f"; = {delta['vda'] * 512} bytes to the card")
+    assert got["frames"] > 0 and got["jpeg"] == got["frames"] and got["errors"] == 0, got | {"last": "..."}
+    frame = cv2.imdecode(np.frombuffer(base64.b64decode(got["last"]), np.uint8), cv2.IMREAD_COLOR)
+    assert frame is not None and frame.shape[:2] == (height, width)
+    assert st["source"] == "demo", st
     assert delta["vda"] == 0, vm.out("cat /proc/mounts")
 
 

@@ -91,10 +91,14 @@ def archive_uri() -> str:
     raise VmError("no Debian archive in /etc/apt/sources.list*: cannot fetch a kernel")
 
 
-def _apt_options(suite: str, cache: Path) -> list[str]:
-    if suite == "host":
+def _apt_options(suite: str, cache: Path, foreign_arch: str | None = None) -> list[str]:
+    """apt options reading Debian `suite`'s package lists (kept in the cache, never in the
+    machine's own apt state); `foreign_arch` (e.g. arm64) adds that architecture's lists."""
+    if suite == "host" and foreign_arch is None:
         return []
-    root = cache / f"apt-{suite}"
+    if suite == "host":
+        raise VmError("packages of a foreign architecture need a named suite (e.g. trixie)")
+    root = cache / (f"apt-{suite}" if foreign_arch is None else f"apt-{suite}-{foreign_arch}")
     parts = root / "sources.list.d"
     for d in (parts, root / "lists" / "partial", root / "archives" / "partial"):
         d.mkdir(parents=True, exist_ok=True)
@@ -104,6 +108,8 @@ def _apt_options(suite: str, cache: Path) -> list[str]:
     options = ["-o", "Dir::Etc::SourceList=/dev/null", "-o", f"Dir::Etc::SourceParts={parts}",
                "-o", f"Dir::State::Lists={root / 'lists'}", "-o", f"Dir::Cache={root}",
                "-o", "APT::Sandbox::User=root"]
+    if foreign_arch is not None:
+        options += ["-o", "APT::Architectures::=amd64", "-o", f"APT::Architectures::={foreign_arch}"]
     if not any((root / "lists").glob("*Packages*")):
         _run(["apt-get", *options, "update"])
     return options

@@ -11,9 +11,15 @@ Inputs are fetched by Debian package name, all at the kernel image's own version
 compiled here with the kernel's compiler. For another release (suite, e.g. trixie's 6.12, built
 with a newer gcc and glibc than this machine has) a minimal build root of that release is made with
 mmdebstrap (the compiler, make, libc6-dev and the headers package installed in it, never on this
-machine) and the module is compiled in it with chroot. Results are cached by suite + kernel release
-+ package version + the hash of our patch and Kbuild file (the build root by suite + kernel +
-package list). The module is loaded only inside the test VM, never on the machine that builds it.
+machine) and the module is compiled in it with chroot. For another architecture (arch, e.g. the
+arm64 kernel the SD image boots) the module is cross-compiled the way Debian's own headers
+packages allow: a build root of that release for this machine's architecture holds make, the
+kernel's cross compiler (gcc-N-<triplet>, named by the headers' .config) and the kernel's kbuild
+tools, and the foreign-architecture headers packages are unpacked into it (never installed:
+they would pull in that architecture's kernel and compiler). Results are cached by suite +
+architecture + kernel release + package version + the hash of our patch and Kbuild file (the
+build root by suite + kernel + package list). The module is loaded only inside the test VM, never
+on the machine that builds it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,8 @@ BUILD_TOOLS = {"make": "make", "patch": "patch", "modinfo": "kmod", "xz": "xz-ut
 # What a build root of another Debian release needs besides the kernel's headers package (which
 # brings its kbuild tools, its -common tree and, through linux-compiler-gcc-N, its compiler).
 BUILD_ROOT_PACKAGES = ("make", "libc6-dev")
+# A cross build root: make and the kernel's kbuild tools; the cross compiler is added by name.
+CROSS_ROOT_PACKAGES = ("make",)
 BUILD_ROOT_TOOLS = {"mmdebstrap": "mmdebstrap", "chroot": "coreutils", "patch": "patch",
                     "modinfo": "kmod", "xz": "xz-utils"}
 
@@ -156,6 +164,60 @@ def pristine_source(release: str, version: str, suite: str, cache: Path = vmlib.
     return source
 
 
+def _cross_headers(release: str, version: str, suite: str, arch: str, cache: Path,
+                   into: Path) -> tuple[str, str]:
+    """Download kernel `release`'s `arch` headers packages (and their -common one) into `into`;
+    (cross compiler package, kbuild tools package) they need from the build machine's side."""
+    headers = f"linux-headers-{release}"
+    options = vmlib._apt_options(suite, cache, foreign_arch=arch)
+    wanted = _headers_dependencies(f"{headers}:{arch}", version, options)
+    common = [n for n in wanted if n.endswith("-common")]
+    kbuild = next(n for n in wanted if "kbuild" in n)
+    _download([f"{headers}:{arch}", *common], version, options, into)
+    staging = into / "headers"
+    for deb in sorted(into.glob("linux-headers-*.deb")):
+        _run(["dpkg-deb", "-x", str(deb), str(staging)], f"unpacking {deb.name}")
+    cc = compiler(staging / "usr" / "src" / headers)  # e.g. aarch64-linux-gnu-gcc-14
+    match = re.fullmatch(r"([\w-]+)-(gcc-\d+)", cc)
+    if match is None:
+        raise ModuleBuildError(f"{headers}: kernel compiler {cc!r} is not a Debian cross gcc-N")
+    return f"{match.group(2)}-{match.group(1)}", kbuild
+
+
+def cross_build_root(release: str, version: str, suite: str, arch: str,
+                     cache: Path = vmlib.CACHE) -> Path:
+    """A minimal Debian `suite` system of this machine's architecture that cross-compiles modules
+    for kernel `release` of `arch`: make, the kernel's cross compiler and kbuild tools installed,
+    the `arch` headers unpacked into it. Made once with mmdebstrap and cached (see build_root)."""
+    headers = f"linux-headers-{release}"
+    key = hashlib.sha256(" ".join(["cross", suite, arch, release, version]).encode()).hexdigest()[:10]
+    root = cache / f"buildroot-{suite}-{arch}-{release}-{key}"
+    if (root / "usr" / "src" / headers / "Makefile").exists():
+        return root
+    with tempfile.TemporaryDirectory(dir=cache, prefix="buildroot-make-") as tmp:
+        work = Path(tmp)
+        cross_gcc, kbuild = _cross_headers(release, version, suite, arch, cache, work)
+        packages = [*CROSS_ROOT_PACKAGES, cross_gcc, f"{kbuild}={version}"]
+        staging = _debootstrap(suite, packages, work, f"{headers}:{arch} {version}")
+        _run(["cp", "-a", f"{work / 'headers'}/.", str(staging)],
+             f"adding the {arch} headers to the {suite} build root")
+        _keep_root(staging, root, headers, cache)
+    return root
+
+
+def _debootstrap(suite: str, packages: list[str], work: Path, what: str) -> Path:
+    """mmdebstrap a minimal `suite` with `packages` as a tarball, unpacked to work/root."""
+    tarball = work / "root.tar"
+    _run(["mmdebstrap", "--mode=root", "--variant=minbase", "--quiet",
+          f"--include={','.join(packages)}", suite, str(tarball), vmlib.archive_uri()],
+         f"making a {suite} build root for {what}", timeout=3600)
+    staging = work / "root"
+    staging.mkdir()
+    _run(["tar", "-xf", str(tarball), "-C", str(staging)], f"unpacking the {suite} build root")
+    tarball.unlink()
+    return staging
+
+
 def build_root(release: str, version: str, suite: str, cache: Path = vmlib.CACHE) -> Path:
     """A minimal Debian `suite` system with the compiler, kbuild tools and headers of kernel
     `release` (package `version`) installed in it, made once with mmdebstrap and cached. It is
@@ -168,22 +230,18 @@ def build_root(release: str, version: str, suite: str, cache: Path = vmlib.CACHE
     if (root / "usr" / "src" / headers / "Makefile").exists():
         return root
     with tempfile.TemporaryDirectory(dir=cache, prefix="buildroot-make-") as tmp:
-        work = Path(tmp)
-        tarball = work / "root.tar"
-        _run(["mmdebstrap", "--mode=root", "--variant=minbase", "--quiet",
-              f"--include={','.join(packages)}", suite, str(tarball), vmlib.archive_uri()],
-             f"making a {suite} build root with {headers} {version}", timeout=3600)
-        staging = work / "root"
-        staging.mkdir()
-        _run(["tar", "-xf", str(tarball), "-C", str(staging)],
-             f"unpacking the {suite} build root")
-        tarball.unlink()
-        if not (staging / "usr" / "src" / headers / "Makefile").exists():
-            raise ModuleBuildError(f"the {suite} build root has no {headers} after installing it")
-        if root.exists():
-            _remove_cache_dir(root, cache)
-        staging.rename(root)
+        staging = _debootstrap(suite, packages, Path(tmp), f"{headers} {version}")
+        _keep_root(staging, root, headers, cache)
     return root
+
+
+def _keep_root(staging: Path, root: Path, headers: str, cache: Path) -> None:
+    """Move a finished build root into its cache place, once it holds the kernel's headers."""
+    if not (staging / "usr" / "src" / headers / "Makefile").exists():
+        raise ModuleBuildError(f"the build root made for {root.name} has no {headers}")
+    if root.exists():
+        _remove_cache_dir(root, cache)
+    staging.rename(root)
 
 
 def _remove_cache_dir(path: Path, cache: Path) -> None:
@@ -209,17 +267,22 @@ def compiler(headers_dir: Path) -> str:
     return match.group(1)
 
 
-def build(release: str, version: str, suite: str = vmlib.SUITE, cache: Path = vmlib.CACHE) -> Path:
+def build(release: str, version: str, suite: str = vmlib.SUITE, cache: Path = vmlib.CACHE,
+          arch: str | None = None) -> Path:
     """The patched module for kernel `release` (Debian package `version`), built once and cached.
     For this machine's own release it is compiled here; for another one in a build root of that
-    release (see build_root)."""
+    release (see build_root); for another architecture `arch` (e.g. arm64) cross-compiled in a
+    build root of release `suite` (see cross_build_root)."""
     if suite == "host":
         out_dir = cache / f"module-{MODULE_NAME}-{release}-{version}-{recipe_hash()}"
-    else:
+    elif arch is None:
         out_dir = cache / f"module-{MODULE_NAME}-{suite}-{release}-{version}-{recipe_hash()}"
+    else:
+        out_dir = cache / f"module-{MODULE_NAME}-{suite}-{arch}-{release}-{version}-{recipe_hash()}"
     module = out_dir / f"{MODULE_NAME}.ko"
     if module.exists():
         return module
+    cache.mkdir(parents=True, exist_ok=True)
     missing = missing_tools(suite)
     if missing:
         raise ModuleBuildError(f"building {MODULE_NAME} needs the Debian packages {' '.join(missing)}")
@@ -231,8 +294,9 @@ def build(release: str, version: str, suite: str = vmlib.SUITE, cache: Path = vm
                                    f"(apt-get install {cc}): a module must be built with the same compiler")
         root = None
     else:
-        pristine = pristine_source(release, version, suite, cache)
-        root = build_root(release, version, suite, cache)
+        pristine = pristine_source(release, version, suite, cache)  # the same source for every arch
+        root = (build_root(release, version, suite, cache) if arch is None
+                else cross_build_root(release, version, suite, arch, cache))
     with tempfile.TemporaryDirectory(dir=cache if root is None else root / "tmp",
                                      prefix="module-build-") as tmp:
         src = Path(tmp)
