@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -291,6 +292,14 @@ def test_first_boot_gives_the_device_its_hostname_usb_serial_and_the_cards_overr
     check = in_chroot(rootfs, "mkdir -p /run/sshd && sshd -t 2>&1")
     assert check.returncode == 0, check.stdout
     assert not (rootfs / "boot/firmware/blurcam-error.txt").exists()
+
+
+def test_networkmanager_leaves_the_provisioned_hostname_alone(rootfs):
+    """Provisioning names the device at each boot; NetworkManager's default hostname mode put
+    /etc/hostname's "blurcam" back (seen in the arm64 VM), so the image's NetworkManager must not
+    manage the hostname (its own config parser says so)."""
+    r = in_chroot(rootfs, "NetworkManager --print-config 2>&1")
+    assert re.search(r"^hostname-mode=none$", r.stdout, re.M), r.stdout
 
 
 def test_a_bad_card_override_is_not_applied_and_the_reason_is_left_on_the_card(rootfs):
