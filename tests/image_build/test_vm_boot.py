@@ -420,23 +420,27 @@ def test_a_host_streams_for_minutes_and_nothing_writes_to_the_card(vm):
 def test_a_reset_flag_on_the_card_resets_the_password_at_the_next_boot(vm, card):
     """The operator drops blurcam-reset on the BLURCAM partition (here: over SSH, as a PC would
     write it) and plugs the camera in again: the old password stops working, the new one is in
-    blurcam-password.txt on the card, the flag is gone and the partition is read-only again."""
-    assert vm.post_json("/api/login", {"password": ADMIN_PASSWORD})[0] == 200
+    blurcam-password.txt on the card, the flag is gone and the partition is read-only again.
+    The second boot's gadget-bound and ready times are printed (the data partition has grown)."""
+    old_password_worked = vm.post_json("/api/login", {"password": ADMIN_PASSWORD})[0]
     vm.out("mount -o remount,rw /boot/firmware && touch /boot/firmware/blurcam-reset && "
            "mount -o remount,ro /boot/firmware && sync")
     vm.sh("systemctl poweroff")  # -no-reboot: QEMU exits
     qemu, again = boot(*card, name="second")
     try:
+        gadget, ready = seconds(again, "blurcam-gadget.service"), seconds(again, "blurcam.service")
+        print(f"second boot (data partition already grown): kernel start -> gadget bound {gadget:.1f} s, "
+              f"-> pipeline ready {ready:.1f} s\n" + again.out("systemd-analyze time")
+              + again.out("systemd-analyze critical-chain blurcam.service"))
+        assert again.out("cat /sys/kernel/config/usb_gadget/*/UDC").strip().startswith("dummy_udc")
         note = again.out("cat /boot/firmware/blurcam-password.txt")
         print(note)
         password = re.search(r"password is now: (\S+)", note).group(1)
         assert again.sh("test -e /boot/firmware/blurcam-reset").returncode != 0
+        assert old_password_worked == 200, "the fleet's password did not work before the reset"
         assert again.post_json("/api/login", {"password": ADMIN_PASSWORD})[0] == 401
         assert again.post_json("/api/login", {"password": password})[0] == 200
         mounts = {f[1]: f for f in (line.split() for line in again.out("cat /proc/mounts").splitlines())}
         assert "ro" in mounts["/boot/firmware"][3].split(",")
-        print("second boot (data partition already grown): kernel start -> gadget bound "
-              f"{seconds(again, 'blurcam-gadget.service'):.1f} s, -> pipeline ready "
-              f"{seconds(again, 'blurcam.service'):.1f} s")
     finally:
         stop(qemu)
