@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import shutil
 import subprocess
 import time
 
@@ -29,9 +28,7 @@ def cuts() -> list[power_cut.Cut]:
     capabilities.require(vmlib.unavailable())
     count = int(os.environ.get("BLURCAM_POWER_CUTS", "5"))
     seed = int(os.environ.get("BLURCAM_POWER_CUT_SEED", random.randrange(1 << 30)))
-    shutil.rmtree(RUNS, ignore_errors=True)  # keep only the newest run (disk image and logs)
-    run_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True)
+    run_dir = vmlib.fresh_run_dir(RUNS)  # only the newest run's disk image and logs stay
     disk = power_cut.make_data_disk(run_dir / "data.img")
     started = time.monotonic()
     outcomes = power_cut.run_power_cuts(disk, count, run_dir, seed=seed)

@@ -8,9 +8,7 @@ in place loses it here: its truncation reaches the disk, its new data does not.
 from __future__ import annotations
 
 import json
-import shutil
 import sys
-import time
 
 import pytest
 
@@ -27,9 +25,7 @@ WORDS = "the device's storage failed to write (the SD card may be failing)"
 @pytest.fixture(scope="module")
 def vm() -> dict:
     capabilities.require(vmlib.unavailable())
-    shutil.rmtree(RUNS, ignore_errors=True)  # keep only the newest run
-    run_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True)
+    run_dir = vmlib.fresh_run_dir(RUNS)  # only the newest run's disk image and logs stay
     disk = power_cut.make_data_disk(run_dir / "data.img")
     (run_dir / "plan.json").write_text(json.dumps({"device": "/dev/vda",
                                                    "mountpoint": str(run_dir / "data")}))

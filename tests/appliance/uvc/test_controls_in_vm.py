@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -27,8 +25,9 @@ import pytest
 from appliance import controls
 from appliance.sources.demo import BACKGROUNDS, render_background
 from tests.support import capabilities
-from tests.support.vm import vmlib
+from tests.support.vm import uvc_run, vmlib
 from tests.support.vm.dummy_hcd_iso import build as iso_module
+from tests.support.vm.uvc_run import assert_step_ok
 
 pytestmark = pytest.mark.vm
 
@@ -61,21 +60,10 @@ def vm() -> dict:
     if earlier:
         return load_results(Path(earlier), None)
     capabilities.require(_skip_reason())
-    vmlinuz, _, release = vmlib.prepare_kernel(SUITE)
-    try:
-        module = iso_module.build(release, vmlib.debian_version(vmlinuz, SUITE), suite=SUITE)
-    except vmlib.VmError as exc:
-        pytest.fail(f"building the test module dummy_hcd_iso for {release} failed:\n{exc}")
-    if RUNS.exists():  # keep only the newest run's logs
-        assert RUNS.resolve().parent == vmlib.CACHE.resolve()
-        shutil.rmtree(RUNS)
-    run_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True)
-    script = run_dir / "guest.sh"
-    script.write_text(f"#!/bin/sh\ncd {vmlib.REPO}\nexport BLURCAM_VM_STEPS='{STEPS}'\n"
-                      f"exec {sys.executable} {vmlib.HERE / 'uvc_guest.py'} \"$1\"\n")
+    module = uvc_run.iso_module_or_fail(SUITE)
+    run_dir = uvc_run.prepare_run(RUNS, {"BLURCAM_VM_STEPS": STEPS})
     started = time.monotonic()
-    vmlib.run_vm(script, run_dir, timeout=VM_TIMEOUT_S, modules=GUEST_MODULES,
+    vmlib.run_vm(run_dir / "guest.sh", run_dir, timeout=VM_TIMEOUT_S, modules=GUEST_MODULES,
                  extra_modules=(module,), cpu_model=CPU_MODEL, suite=SUITE)
     return load_results(run_dir, time.monotonic() - started)
 
@@ -92,11 +80,6 @@ def load_results(run_dir: Path, elapsed: float | None) -> dict:
     return results
 
 
-def no_error(vm: dict, step: str) -> None:
-    assert step in vm["steps"], f"step {step} did not run; see {vm['run_dir']}/guest.log"
-    assert step not in vm["errors"], f"step {step} failed in the VM:\n{vm['errors'][step]}"
-
-
 def uvc_rows() -> list[controls.ImageControl]:
     return [row for row in controls.CONTROLS if row.uvc is not None]
 
@@ -105,7 +88,7 @@ def test_the_vm_booted_a_kernel_that_lets_a_gadget_advertise_its_controls(vm):
     major, minor = (int(x) for x in vm["kernel"].split(".")[:2])
     assert (major, minor) >= (6, 3), vm["kernel"]
     for step in STEPS.split(","):
-        no_error(vm, step)
+        assert_step_ok(vm, step)
     assert vm["gadget_up"][0] == 0, vm["gadget_up"]
 
 
@@ -167,7 +150,7 @@ def view_of(width: int, height: int, zoom: int, pan: int, tilt: int) -> tuple[in
 def test_a_streamed_frame_shows_the_crop_the_host_asked_for(vm):
     """The host's zoom 2x, pan right and tilt up: the picture it receives is that part of the demo
     room, not the full view nor the mirrored crop."""
-    no_error(vm, "host_crop")
+    assert_step_ok(vm, "host_crop")
     crop = vm["host_crop"]
     assert "skipped" not in crop, crop["skipped"]
     assert crop["settings"] == {**crop["set"], "framing": "off", "effect": "none"}, crop["settings"]

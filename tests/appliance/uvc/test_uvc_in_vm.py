@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -26,8 +24,8 @@ from appliance.settings import Settings
 from appliance.sources.demo import SCENE_SECONDS, STILL_SECONDS, DemoSource
 from appliance.uvc.formats import fps_from_interval, offered_formats
 from tests.support import capabilities
-from tests.support.vm import usbmon, vmlib
-from tests.support.vm.dummy_hcd_iso import build as iso_module
+from tests.support.vm import usbmon, uvc_run, vmlib
+from tests.support.vm.uvc_run import assert_step_ok
 
 pytestmark = pytest.mark.vm
 
@@ -42,40 +40,18 @@ VM_TIMEOUT_S = 3 * 3600  # a guard against a hung VM, not a budget: the run take
 STREAMS = (("mjpeg", 1280, 720), ("mjpeg", 1920, 1080), ("yuyv", 640, 480), ("yuyv", 640, 360))
 
 
-def _skip_reason() -> str | None:
-    if sys.platform != "linux" or os.uname().machine != "x86_64":
-        return "the VM test boots an x86_64 Debian kernel"
-    if os.geteuid() != 0:
-        return "needs root (the VM's 9p share of / must write as root)"
-    missing = vmlib.missing_tools()  # the module's build tools are checked by its build: a failure
-    if missing:
-        return f"missing Debian packages: {' '.join(missing)} (tools/system-deps.sh installs them)"
-    return None
-
-
 @pytest.fixture(scope="module")
 def vm() -> dict:
     earlier = os.environ.get("BLURCAM_VM_RESULTS")  # developing these tests: judge a finished run
     if earlier:
         return load_results(Path(earlier), None)
-    capabilities.require(_skip_reason())
-    vmlinuz, _, release = vmlib.prepare_kernel()
-    try:
-        module = iso_module.build(release, vmlib.debian_version(vmlinuz))
-    except vmlib.VmError as exc:
-        pytest.fail(f"building the test module dummy_hcd_iso failed:\n{exc}")
-    if RUNS.exists():  # keep only the newest run's logs
-        assert RUNS.resolve().parent == vmlib.CACHE.resolve()
-        shutil.rmtree(RUNS)
-    run_dir = RUNS / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True)
-    script = run_dir / "guest.sh"
+    capabilities.require(vmlib.unavailable())  # the module's build tools: checked by its build
+    module = uvc_run.iso_module_or_fail()
     # BLURCAM_VM_* variables (step selection, cycle count: development knobs) reach the guest.
-    knobs = "".join(f"export {k}='{v}'\n" for k, v in os.environ.items() if k.startswith("BLURCAM_VM_"))
-    script.write_text(f'#!/bin/sh\ncd {vmlib.REPO}\n{knobs}exec {sys.executable} '
-                      f'{vmlib.HERE / "uvc_guest.py"} "$1"\n')
+    knobs = {name: value for name, value in os.environ.items() if name.startswith("BLURCAM_VM_")}
+    run_dir = uvc_run.prepare_run(RUNS, knobs)
     started = time.monotonic()
-    vmlib.run_vm(script, run_dir, timeout=VM_TIMEOUT_S, modules=GUEST_MODULES,
+    vmlib.run_vm(run_dir / "guest.sh", run_dir, timeout=VM_TIMEOUT_S, modules=GUEST_MODULES,
                  extra_modules=(module,), cpu_model=CPU_MODEL)
     return load_results(run_dir, time.monotonic() - started)
 
@@ -89,11 +65,6 @@ def load_results(run_dir: Path, elapsed: float | None) -> dict:
     SUMMARY.write_text(summary(results))
     print(SUMMARY.read_text())
     return results
-
-
-def no_error(vm: dict, step: str) -> None:
-    assert step in vm["steps"], f"step {step} did not run; see {vm['run_dir']}/guest.log"
-    assert step not in vm["errors"], f"step {step} failed in the VM:\n{vm['errors'][step]}"
 
 
 # --- what the host received -----------------------------------------------------------------
@@ -296,7 +267,7 @@ def test_the_vm_ran_every_step_to_the_end(vm):
 
 
 def test_gadget_up_builds_once_then_is_unchanged_and_down_removes_it(vm):
-    no_error(vm, "gadget_up")
+    assert_step_ok(vm, "gadget_up")
     assert vm["gadget_up"][0] == 0 and vm["gadget_up"][1].startswith("gadget built"), vm["gadget_up"]
     assert vm["gadget_up_again"][0] == 0 and "gadget unchanged" in vm["gadget_up_again"][1]
     st = vm["gadget_status"]
@@ -304,24 +275,24 @@ def test_gadget_up_builds_once_then_is_unchanged_and_down_removes_it(vm):
     assert (st["vendor_id"], st["product_id"], st["product"]) == ("0x1d6b", "0x0104", "BlurCam")
     assert re.fullmatch(r"[0-9a-f]{16}", st["serial_number"])
     assert st["usb_networking"] is False
-    no_error(vm, "usb_networking")
+    assert_step_ok(vm, "usb_networking")
     assert vm["networking_up"][0] == 0 and "networking on" in vm["networking_up"][1]
     assert vm["networking_status"]["usb_networking"] is True
     assert vm["networking_config"] == ["ncm.usb0", "uvc.usb0"]  # one configuration, both functions
-    no_error(vm, "gadget_down")
+    assert_step_ok(vm, "gadget_down")
     assert vm["gadget_down"] == [0, "gadget removed", 0, "no gadget to remove"]
     assert vm["gadget_status_after_down"] == {"gadget": "absent"}
 
 
 def test_the_host_enumerates_a_high_speed_webcam(vm):
-    no_error(vm, "enumerate")
+    assert_step_ok(vm, "enumerate")
     assert vm["host_speed"] == "480"
     assert "BlurCam" in vm["host_devices"]
     assert vm["status_after_enumerate"]["host_connected"] is True
 
 
 def test_the_host_lists_exactly_the_configured_formats_sizes_and_intervals(vm):
-    no_error(vm, "list_formats")
+    assert_step_ok(vm, "list_formats")
     fourcc = {"mjpeg": "MJPG", "yuyv": "YUYV"}
     expected = sorted((fourcc[f.encoding], fr.width, fr.height, fps_from_interval(i))
                       for f in offered_formats(Settings().resolutions) for fr in f.frames
@@ -333,7 +304,7 @@ def test_the_host_lists_exactly_the_configured_formats_sizes_and_intervals(vm):
 
 @pytest.mark.parametrize("encoding,width,height", STREAMS)
 def test_our_client_receives_whole_frames_at_the_committed_size(vm, encoding, width, height):
-    no_error(vm, "stream_formats")
+    assert_step_ok(vm, "stream_formats")
     s = stream_of(vm, encoding, width, height)
     assert len(s["frames"]) == 4 and not any(f["error"] for f in s["frames"])
     assert s["daemon_status"]["stream_format"].startswith(f"{encoding.upper()} {width}x{height}@30")
@@ -346,7 +317,7 @@ def test_our_client_receives_whole_frames_at_the_committed_size(vm, encoding, wi
 
 @pytest.mark.parametrize("encoding,width,height", STREAMS)
 def test_the_host_sees_the_person_intact_and_the_background_blurred(vm, encoding, width, height):
-    no_error(vm, "stream_formats")
+    assert_step_ok(vm, "stream_formats")
     s = stream_of(vm, encoding, width, height)
     directory = Path(vm["run_dir"]) / "frames" / f"client-{encoding}-{width}x{height}"
     for f in s["frames"][1:3]:
@@ -356,7 +327,7 @@ def test_the_host_sees_the_person_intact_and_the_background_blurred(vm, encoding
 
 
 def test_gstreamer_decodes_mjpeg_and_yuyv_from_the_webcam(vm):
-    no_error(vm, "gstreamer")
+    assert_step_ok(vm, "gstreamer")
     for g in vm["gstreamer"]:
         assert g["returncode"] == 0, g["stderr"]
         raw = (Path(vm["run_dir"]) / "frames" / g["file"]).read_bytes()
@@ -407,7 +378,7 @@ def timing_misses(vm: dict, failing: dict[str, list[str]]) -> dict[str, list[str
 def test_v4l2_compliance_with_streaming_passes_all_but_uvcvideos_own_check(vm, encoding, width, height):
     """Run on the counter source with effect none: its streaming checks allow 2 s a frame, and TCG
     runs the model at several seconds a frame; the demo's content is judged above."""
-    no_error(vm, "compliance")
+    assert_step_ok(vm, "compliance")
     fourcc = "MJPG" if encoding == "mjpeg" else "YUYV"
     run = next(r for r in vm["compliance"] if r["format"] == f"{fourcc} {width}x{height}")
     assert run["summary"], run["output"]
@@ -427,7 +398,7 @@ def test_v4l2_compliance_with_streaming_passes_all_but_uvcvideos_own_check(vm, e
 
 def test_the_host_gets_frames_as_fast_as_the_daemon_makes_them(vm):
     """TCG-bound rates, but every frame the daemon queued reaches the host."""
-    no_error(vm, "stream_formats")
+    assert_step_ok(vm, "stream_formats")
     for s in vm["streams"]:
         host = fps(s["frames"])
         assert host > 0, s["format"]
@@ -437,7 +408,7 @@ def test_the_host_gets_frames_as_fast_as_the_daemon_makes_them(vm):
 
 
 def test_payload_headers_toggle_fid_per_frame_and_mark_each_frame_end(vm):
-    no_error(vm, "stream_formats")
+    assert_step_ok(vm, "stream_formats")
     s = stream_of(vm, *STREAMS[0])
     assert s["usbmon"]["lost_events"] == 0, "usbmon could not keep up: the record has gaps"
     assert s["usbmon"]["packet_errors"] == 0
@@ -454,7 +425,7 @@ def test_payload_headers_toggle_fid_per_frame_and_mark_each_frame_end(vm):
 
 
 def test_the_daemon_goes_idle_when_the_host_stops_streaming(vm):
-    no_error(vm, "stream_formats")
+    assert_step_ok(vm, "stream_formats")
     for s in vm["streams"]:
         idle = s["idle_status"]
         assert idle["state"] == "idle" and idle["stream_format"] is None, s["format"]
@@ -462,7 +433,7 @@ def test_the_daemon_goes_idle_when_the_host_stops_streaming(vm):
 
 
 def test_unplugged_mid_stream_and_plugged_back_it_streams_again_without_a_restart(vm):
-    no_error(vm, "unplug_replug")
+    assert_step_ok(vm, "unplug_replug")
     out = vm["unplug"]
     assert out["host_node_gone"] and out["capture_after_unplug"] != "got a frame"
     assert out["status_unplugged"]["host_connected"] is False and out["idle_unplugged"] == "idle"
@@ -472,7 +443,7 @@ def test_unplugged_mid_stream_and_plugged_back_it_streams_again_without_a_restar
 
 
 def test_the_gadget_unbound_mid_stream_and_bound_again_streams_without_a_restart(vm):
-    no_error(vm, "udc_rebind")
+    assert_step_ok(vm, "udc_rebind")
     out = vm["udc_rebind"]
     assert out["status_unbound"]["usb"]["node_lost"] >= 1
     assert out["after_rebind"]["bytes"] > 0 and out["daemon_alive"]
@@ -480,7 +451,7 @@ def test_the_gadget_unbound_mid_stream_and_bound_again_streams_without_a_restart
 
 
 def test_two_hundred_start_stop_cycles_leave_memory_and_fds_flat(vm):
-    no_error(vm, "start_stop_cycles")
+    assert_step_ok(vm, "start_stop_cycles")
     series = vm["cycles"]
     assert series[-1]["cycle"] == 200 and all(c["alive"] for c in series)
     # A leak raises the floor; a cycle that waited for a frame (every 50th) may still hold the
@@ -509,7 +480,7 @@ VM_REQUEST_LIMIT_S = 5.0
 
 
 def test_class_requests_are_answered_in_time_across_start_stop_races(vm):
-    no_error(vm, "request_race")
+    assert_step_ok(vm, "request_race")
     for trial in vm["race"]:
         assert trial["set_interface_on"]["error"] is None, trial
         assert trial["set_interface_off"]["error"] is None, trial
@@ -536,15 +507,15 @@ def test_class_requests_are_answered_in_time_across_start_stop_races(vm):
 
 
 def test_the_request_error_code_is_reported_once_then_reset(vm):
-    no_error(vm, "request_race")
+    assert_step_ok(vm, "request_race")
     stall, first, second = vm["error_code_reads"]
     assert stall["error"] == "EPIPE"
     assert (first["data"], second["data"]) == ("06", "00")  # invalid control, then no error
 
 
 def test_transport_latency_with_effect_none_is_measured_from_the_picture(vm):
-    no_error(vm, "stamp_daemon_start")
-    no_error(vm, "latency")
+    assert_step_ok(vm, "stamp_daemon_start")
+    assert_step_ok(vm, "latency")
     counters = [f["counter"] for f in vm["latency_frames"]]
     assert counters == sorted(counters) and len(set(counters)) == len(counters), counters
     lat = latencies(vm)
@@ -553,15 +524,15 @@ def test_transport_latency_with_effect_none_is_measured_from_the_picture(vm):
 
 
 def test_a_brightness_change_on_the_host_reaches_the_daemon(vm):
-    no_error(vm, "controls")
+    assert_step_ok(vm, "controls")
     assert vm["brightness_daemon"]["brightness"] == 37
     if "contrast" in vm["controls_listed"]:  # kernels >= 6.3 let us advertise it
         assert vm["contrast_daemon"] == 150
 
 
 def test_the_daemon_stops_cleanly_after_all_that(vm):
-    no_error(vm, "daemon_stop")
+    assert_step_ok(vm, "daemon_stop")
     assert vm["daemon_exit"] == 0
     assert vm["daemon_log_errors"] == []
-    no_error(vm, "stamp_daemon_stop")
+    assert_step_ok(vm, "stamp_daemon_stop")
     assert vm["stamp_daemon_exit"] == 0

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
@@ -304,6 +305,17 @@ def run_vm(script: Path, run_dir: Path, timeout: float = 900, memory_mb: int = 2
         except subprocess.TimeoutExpired:
             raise VmError(f"VM did not finish within {timeout:.0f} s; see {run_dir}/console.log "
                           f"and {run_dir}/guest.log") from None
+
+
+def fresh_run_dir(runs: Path) -> Path:
+    """A new, empty, time-stamped directory for one VM run in `runs`, a folder directly in CACHE.
+    Earlier runs in `runs` are removed first: only the newest run's logs and disks are kept."""
+    if runs.resolve().parent != CACHE.resolve():
+        raise VmError(f"refusing to clear {runs}: VM run folders live directly in {CACHE}")
+    shutil.rmtree(runs, ignore_errors=True)
+    run_dir = runs / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True)
+    return run_dir
 
 
 def read_results(run_dir: Path) -> dict:
