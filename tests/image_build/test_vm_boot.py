@@ -70,6 +70,7 @@ def free_port() -> int:
 class Vm:
     def __init__(self, http_port: int, ssh_port: int, key: Path, console: Path):
         self.port, self.ssh_port, self.key, self.console = http_port, ssh_port, key, console
+        self.qemu: subprocess.Popen | None = None
         jar = http.cookiejar.CookieJar()
         self.http = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
 
@@ -173,8 +174,9 @@ def boot(card: Path, parts: list, work: Path, key: Path, name: str) -> tuple[sub
          "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{http_port}-:80,"
                     f"hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
          "-device", "virtio-net-pci,netdev=net0", "-device", "virtio-rng-pci"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        stdin=subprocess.DEVNULL, stdout=open(work / f"qemu-{name}.log", "wb"), stderr=subprocess.STDOUT)
     vm = Vm(http_port, ssh_port, key, console)
+    vm.qemu = qemu
     started, answered = time.monotonic(), False
     while time.monotonic() - started < BOOT_TIMEOUT_S and qemu.poll() is None:
         try:
@@ -189,7 +191,8 @@ def boot(card: Path, parts: list, work: Path, key: Path, name: str) -> tuple[sub
           else f"VM ({name} boot): no answer after {time.monotonic() - started:.0f} s")
     if not answered:
         stop(qemu)
-        pytest.fail(f"the VM's settings page never answered ({name} boot); console:\n"
+        pytest.fail(f"the VM's settings page never answered ({name} boot); QEMU: "
+                    + (work / f"qemu-{name}.log").read_text(errors="replace")[-2000:] + "\nconsole:\n"
                     + console.read_text(errors="replace")[-6000:])
     # sshd may start after the page under emulation (both wait for provisioning): the tests
     # look inside over SSH, so wait for it too.
@@ -438,6 +441,11 @@ def test_a_reset_flag_on_the_card_resets_the_password_at_the_next_boot(vm, card)
     vm.out("mount -o remount,rw /boot/firmware && touch /boot/firmware/blurcam-reset && "
            "mount -o remount,ro /boot/firmware && sync")
     vm.sh("systemctl poweroff")  # -no-reboot: QEMU exits
+    assert vm.qemu is not None
+    try:  # the card stays the first VM's (QEMU's image lock) until it has powered off
+        vm.qemu.wait(timeout=BOOT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the VM did not power off")
     qemu, again = boot(*card, name="second")
     try:
         gadget, ready = seconds(again, "blurcam-gadget.service"), seconds(again, "blurcam.service")
