@@ -102,6 +102,13 @@ def by_file(cases: list[Case]) -> list[tuple[str, int, float]]:
     return sorted(rows, key=lambda row: -row[2])
 
 
+def by_new_file(pairs: list[tuple[Case, Case]]) -> dict[str, list[tuple[Case, Case]]]:
+    groups: dict[str, list[tuple[Case, Case]]] = defaultdict(list)
+    for o, n in pairs:
+        groups[n.file].append((o, n))
+    return groups
+
+
 def summed(what: str, pairs: list[tuple[Case, Case]]) -> str:
     old = sum(o.seconds for o, _ in pairs)
     new = sum(n.seconds for _, n in pairs)
@@ -128,7 +135,14 @@ def report(old_path: Path, new_path: Path, top: int = 15) -> str:
     changed = [(o, n) for o, n in pairs if o.outcome != n.outcome]
     if changed:
         out += ["Outcome changed: " + "; ".join(f"{n.name} {o.outcome} -> {n.outcome}" for o, n in changed), ""]
-    out += [f"Largest changes (top {top} by |new - old|):", "",
+    out += ["Matched tests that ran in both, by file (new place; a module fixture's cost is in its "
+            "first test, so a file's sum is steadier than a test's):", "",
+            "| file | tests | old s | new s | new - old |", "|---|---|---|---|---|"]
+    for file, group in sorted(by_new_file(both_ran).items(),
+                              key=lambda item: -abs(sum(n.seconds - o.seconds for o, n in item[1]))):
+        old_s, new_s = sum(o.seconds for o, _ in group), sum(n.seconds for _, n in group)
+        out.append(f"| {file} | {len(group)} | {old_s:.1f} | {new_s:.1f} | {new_s - old_s:+.1f} |")
+    out += ["", f"Largest changes (top {top} by |new - old|):", "",
             "| test (new place) | old s | new s | new - old |", "|---|---|---|---|"]
     for o, n in sorted(both_ran, key=lambda p: -abs(p[1].seconds - p[0].seconds))[:top]:
         out.append(f"| {n.label} | {o.seconds:.1f} | {n.seconds:.1f} | {n.seconds - o.seconds:+.1f} |")

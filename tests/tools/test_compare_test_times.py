@@ -91,6 +91,8 @@ def test_the_report_sums_only_tests_that_ran_in_both_and_counts_outcomes(runs):
     assert "| tests | 8 (7 passed, 1 skipped) | 8 (7 passed, 1 failed) |" in out
     assert "| pytest's total time | 20 s | 130 s |" in out
     assert "test_same_name passed -> failed" in out and "test_boots skipped -> passed" in out
+    assert "| tests/appliance/test_two.py | 1 | 4.0 | 6.0 | +2.0 |" in out  # matched, by file
+    assert "| tests/appliance/sources/test_init.py | 1 | 2.0 | 2.5 | +0.5 |" in out
     assert "## Only in the new run: 3 tests, 11 s" in out
     assert "| tests/appliance/sources/test_init.py | 1 | 9.0 |" in out
     assert "- tests/core/test_gone.py::test_removed (5.0 s, passed)" in out
