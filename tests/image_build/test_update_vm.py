@@ -36,8 +36,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.image_build import goosebit_api, hawkbit_harness
-from tests.image_build.imagetools import image_test_marks, partition_table
+from tests.image_build import goosebit_api, hawkbit_harness, vm_udc
+from tests.image_build.imagetools import Partition, image_test_marks, mounted, partition_table
+from tests.support.vm.dummy_hcd_iso import build as iso_module
 from tests.image_build.rauc_harness import make_key
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -111,8 +112,9 @@ def bundles_disk(image, tmp_path_factory) -> Path:
     are unchanged (making them takes 10-20 min under load); the VM only reads it."""
     digest = hashlib.sha256(partition_table(image)[1].encode())  # the disk id is the image recipe's hash
     for source in (UPDATE_DIR / "make-bundle.sh", UPDATE_DIR / "signing-key.sh",
-                   Path(goosebit_api.__file__), Path(hawkbit_harness.__file__)):
+                   Path(goosebit_api.__file__), Path(hawkbit_harness.__file__), Path(vm_udc.__file__)):
         digest.update(source.read_bytes())
+    digest.update(iso_module.recipe_hash().encode())
     digest.update(inspect.getsource(make_bundles_disk).encode() + ROLLOUT_VERSION.encode())
     cached = CACHE / f"update-bundles-{digest.hexdigest()[:16]}.ext4"
     if not cached.exists():
@@ -130,6 +132,11 @@ def make_bundles_disk(image: Path, work: Path) -> Path:
     key, cert, _ = run([str(UPDATE_DIR / "signing-key.sh"), str(EXAMPLE), str(CACHE)]).stdout.split()
     boot = extract_partition(image, 2, work / "boot.vfat")
     good_root = extract_partition(image, 5, work / "rootfs-good.ext4")
+    # The updated slot must bind the gadget in the VM too (its health check asks): the test UDC goes
+    # into the bundles' root as into the card's slot A (the unhealthy and rollout roots copy it).
+    with mounted(good_root, Partition(5, 0, good_root.stat().st_size, "", False), work / "root", "ext4",
+                 writable=True) as root:
+        vm_udc.add_test_udc(root)
     debugfs_write(good_root, "/etc/blurcam-test-release", "2.0.0-test\n", work)
     good = bundle(work, "good", good_root, boot, "2.0.0-test", Path(key), Path(cert))
     shutil.copy(good_root, work / "rootfs-unhealthy.ext4")
@@ -262,7 +269,12 @@ def vm(image, bundles_disk, tmp_path_factory):
     # The operator's way in: an SSH key in the card's override file on the boot partition.
     override = work / "blurcam.toml"
     override.write_text(f'[ssh]\nauthorized_keys = ["{vm.key.with_suffix(".pub").read_text().strip()}"]\n')
-    boot = partition_table(disk)[2][0]
+    parts = partition_table(disk)[2]
+    boot = parts[0]
+    # The VM's USB controller that can carry UVC, in slot A's root (p5) of this copy: the health
+    # check's "gadget bound" needs it.
+    with mounted(disk, parts[4], work / "rootA", "ext4", writable=True) as root:
+        vm_udc.add_test_udc(root)
     run(["mcopy", "-o", "-i", f"{disk}@@{boot.start}", str(override), "::/blurcam.toml"], env=MTOOLS_ENV)
     vm.power_on()
     try:

@@ -38,22 +38,15 @@ import cv2
 import numpy as np
 import pytest
 
+from tests.image_build import vm_udc
 from tests.image_build.imagetools import copy_fat_files, image_test_marks, mounted, partition_table, run
 from tests.support.vm import vmlib
-from tests.support.vm.dummy_hcd_iso import build as iso_module
 
 QEMU = "qemu-system-aarch64"
 BOOT_TIMEOUT_S = 900  # TCG emulation of 2 arm64 cores on a 2-core x86 machine is slow
 ADMIN_PASSWORD = "change-me-please"  # the hash in fleet.example.toml
 CARD_EXTRA = 2**30  # the card is this much larger than the image
 SOAK_S = float(os.environ.get("BLURCAM_IMAGE_SOAK_S", "600"))
-# Stands in for the Pi's dwc2 (the virt machine has no USB device controller).
-VM_UDC_MODULE = iso_module.MODULE_NAME
-# The offline image's modules-load.d file for the test VM's USB controller (install-update.sh).
-TEST_UDC_CONF = "blurcam-test-udc.conf"
-VM_WATCHDOG_S = 300
-VM_ARCH = "arm64"
-VM_SUITE = "trixie"  # the offline image's Debian release: its kernel's headers come from there
 CAPTURE_CLIENT = Path(vmlib.__file__).with_name("v4l2_capture.py")
 # What the host application in the VM asks for: the smallest MJPEG mode (the model runs under TCG).
 STREAM = ("mjpeg", 640, 360)
@@ -127,37 +120,10 @@ def make_card(image: Path, work: Path, public_key: str) -> tuple[Path, list]:
 
 
 def add_test_udc(card: Path, root_part, work: Path) -> None:
-    """Build dummy_hcd_iso for the kernel in the card's root (its only /lib/modules entry, the
-    package version from its dpkg status), put it under /lib/modules/<kernel>/updates, index it
-    with the image's own depmod (through qemu-user) and name it in the offline image's file for
-    the test VM's controller (install-update.sh names the stock dummy_hcd there, which cannot
-    carry UVC and, loaded beside ours, fails systemd-modules-load with EBUSY)."""
+    """Our dummy_hcd_iso in the card copy's slot-A root (vm_udc)."""
     with mounted(card, root_part, work / "rootA", "ext4", writable=True) as root:
-        modules = root / "usr" / "lib" / "modules"
-        releases = [d.name for d in modules.iterdir() if d.is_dir()]
-        assert len(releases) == 1, f"the image's root holds kernels {releases}: expected one"
-        release = releases[0]
-        status = (root / "var" / "lib" / "dpkg" / "status").read_text()
-        block = re.search(rf"^Package: linux-image-{re.escape(release)}(?:-unsigned)?\n(?:.+\n)*?"
-                          rf"Version: (\S+)", status, re.M)
-        assert block, f"no linux-image-{release} package in the image's dpkg status"
-        try:
-            module = iso_module.build(release, block.group(1), suite=VM_SUITE, arch=VM_ARCH)
-        except iso_module.ModuleBuildError as exc:
-            pytest.fail(f"building the test module {VM_UDC_MODULE} for {release} ({VM_ARCH}) failed:\n{exc}")
-        updates = modules / release / "updates"
-        updates.mkdir(exist_ok=True)
-        run(["cp", str(module), str(updates / module.name)])
-        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
-        run(["chroot", str(root), "depmod", release], env=env, timeout=900)
-        (root / "etc" / "modules-load.d" / TEST_UDC_CONF).write_text(f"{VM_UDC_MODULE}\n")
-        # TCG on a shared 2-core machine runs the pipeline tens of times slower than a Pi: its
-        # watchdog pings (10 s on a device) came late while it streamed and systemd restarted
-        # it mid-stream. The copy gets a limit sized for emulation; the image keeps its own.
-        dropin = root / "etc" / "systemd" / "system" / "blurcam.service.d"
-        dropin.mkdir(parents=True, exist_ok=True)
-        (dropin / "emulated-vm.conf").write_text(f"[Service]\nWatchdogSec={VM_WATCHDOG_S}\n")
-        print(f"card: {module.name} ({release}) added to slot A's root, depmod run")
+        release = vm_udc.add_test_udc(root)
+    print(f"card: {vm_udc.MODULE}.ko ({release}) added to slot A's root, depmod run")
 
 
 def boot(card: Path, parts: list, work: Path, key: Path, name: str) -> tuple[subprocess.Popen, Vm]:
