@@ -248,7 +248,7 @@ class UpdateVm:
                                      data=None if body is None else json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
         if self.csrf:
-            req.add_header("X-CSRFToken", self.csrf)  # from the login (web/API.md)
+            req.add_header("X-CSRF-Token", self.csrf)  # from the login (web/API.md)
         try:
             with self.http.open(req, timeout=60) as r:
                 status, reply = r.status, json.loads(r.read() or b"{}")
