@@ -118,17 +118,20 @@ def bundles_disk(image, tmp_path_factory) -> Path:
     digest.update(inspect.getsource(make_bundles_disk).encode() + ROLLOUT_VERSION.encode())
     cached = CACHE / f"update-bundles-{digest.hexdigest()[:16]}.ext4"
     if not cached.exists():
-        disk = make_bundles_disk(image, tmp_path_factory.mktemp("bundles"))
         partial = cached.with_suffix(".partial")
-        run(["cp", "--sparse=always", str(disk), str(partial)])
+        make_bundles_disk(image, tmp_path_factory.mktemp("bundles"), partial)
         partial.rename(cached)
+        for stale in CACHE.glob("update-bundles-*.ext4"):  # ~2.5 GB each: keep only this one
+            if stale != cached:
+                stale.unlink()
     return cached
 
 
-def make_bundles_disk(image: Path, work: Path) -> Path:
-    """An ext4 disk image holding: good.raucb (version 2.0.0-test, marker file), unhealthy.raucb
-    (blurcam.service masked: the health check fails), other-key.raucb, truncated.raucb,
-    rollout.raucb (ROLLOUT_VERSION), and goosebit with its operator script for the rollout case."""
+def make_bundles_disk(image: Path, work: Path, disk: Path) -> None:
+    """`disk`: an ext4 disk image holding good.raucb (version 2.0.0-test, marker file),
+    unhealthy.raucb (blurcam.service masked: the health check fails), other-key.raucb,
+    truncated.raucb, rollout.raucb (ROLLOUT_VERSION), and goosebit with its operator script for
+    the rollout case. `work` (a directory of the test's own) holds the pieces while it is made."""
     key, cert, _ = run([str(UPDATE_DIR / "signing-key.sh"), str(EXAMPLE), str(CACHE)]).stdout.split()
     boot = extract_partition(image, 2, work / "boot.vfat")
     good_root = extract_partition(image, 5, work / "rootfs-good.ext4")
@@ -154,9 +157,8 @@ def make_bundles_disk(image: Path, work: Path) -> Path:
     for f in (boot, good_root, work / "rootfs-unhealthy.ext4"):
         f.unlink()
     size_mb = sum(f.stat().st_size for f in (work / "bundles").rglob("*") if f.is_file()) // 2**20 * 12 // 10 + 64
-    disk = work / "bundles.ext4"
     run(["mke2fs", "-q", "-t", "ext4", "-d", str(work / "bundles"), str(disk), f"{size_mb}M"])
-    return disk
+    shutil.rmtree(work / "bundles")  # the disk holds them now
 
 
 # --- the VM ------------------------------------------------------------------------------------
@@ -283,6 +285,7 @@ def vm(image, bundles_disk, tmp_path_factory):
         yield vm
     finally:
         vm.power_cut()
+        disk.unlink(missing_ok=True)  # the card copy (GBs once written): the test's own
 
 
 def mount_bundles(vm: UpdateVm) -> None:
