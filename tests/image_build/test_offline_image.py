@@ -197,6 +197,18 @@ def test_raucs_service_is_installed_for_the_update_commands(rootfs):
     assert (rootfs / "usr/share/dbus-1/system.d/de.pengutronix.rauc.conf").exists()
 
 
+def test_rauc_shares_the_systems_mounts(rootfs):
+    """Debian's rauc.service has MountFlags=slave; in that namespace of its own RAUC does not see the
+    boot partition remounted read-write and cannot record a slot's verdict there
+    (image-build/update/device/rauc-config.conf). The last MountFlags= systemd reads must be empty."""
+    unit = rootfs / "usr/lib/systemd/system/rauc.service"
+    dropins = sorted((f for d in ("usr/lib", "run", "etc") for f in (rootfs / d / "systemd/system/rauc.service.d")
+                      .glob("*.conf")), key=lambda f: f.name)
+    settings = [line.strip().partition("=")[2] for f in (unit, *dropins) for line in f.read_text().splitlines()
+                if line.strip().startswith("MountFlags=")]
+    assert settings and settings[-1] == "", settings
+
+
 def test_units_verify_with_the_images_own_systemd(rootfs):
     r = in_chroot(rootfs, "systemd-analyze verify --man=no blurcam-provision.service blurcam-data.service "
                           "blurcam-reset-flag.service blurcam.service "

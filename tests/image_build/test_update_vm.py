@@ -300,6 +300,15 @@ def test_the_card_boots_slot_a_through_u_boot_and_it_is_good(vm):
     assert "rauc.slot=A" in vm.ssh("cat /proc/cmdline").stdout
 
 
+def test_rauc_sees_the_systems_mounts_so_a_remounted_boot_partition_is_writable_to_it(vm):
+    """RAUC's boot loader backend writes the slot state on the boot partition, which the device
+    remounts read-write just for that; in a mount namespace of its own RAUC would not see it."""
+    vm.ssh("sudo busctl get-property de.pengutronix.rauc / de.pengutronix.rauc.Installer Compatible")
+    rauc, system = vm.ssh("sudo sh -c 'readlink /proc/$(systemctl show -P MainPID rauc.service)/ns/mnt "
+                          "/proc/1/ns/mnt'").stdout.split()
+    assert rauc == system
+
+
 @pytest.mark.parametrize("name, reason", [("other-key", "signature"), ("truncated", "bundle")])
 def test_a_bad_bundle_is_refused_before_anything_is_written(vm, name, reason):
     before = vm.slot_fingerprint()
