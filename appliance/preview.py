@@ -106,10 +106,13 @@ class Previews:
         newest, _ = slot.latest()
         if after > newest:
             after = 0  # a number from before a restart of the pipeline
+        if newest == 0:
+            wait = max(wait, START_WAIT)  # a fresh start: the model's first run is the slow one
         deadline = time.monotonic() + wait
-        got = slot.get(after, timeout=wait)
-        if got is None and after:
-            got = slot.get(0, timeout=max(0.0, deadline - time.monotonic()))
+        with self.supervisor.waiting_for_preview():
+            got = slot.get(after, timeout=wait)
+            if got is None and after:
+                got = slot.get(0, timeout=max(0.0, deadline - time.monotonic()))
         latest = runner.latest
         if got is None or latest is None:
             raise SourceError(f"no frame from the camera ({runner.error or 'timed out'})")

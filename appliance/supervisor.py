@@ -14,7 +14,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from appliance.pipeline import IDLE_STATUS, FramePipeline, ThreadedPipeline
@@ -83,6 +84,7 @@ class Supervisor:
         self._stream: _Want | None = None  # the host's stream, while it streams
         self._preview: _Want | None = None  # the page's preview, while it watches
         self._preview_until = 0.0
+        self._preview_waiting = 0  # preview requests waiting for a frame now
         self._run: _Run | None = None
         self._source: Source | None = None
         self.source_name = ""
@@ -111,6 +113,20 @@ class Supervisor:
             if self._stream is not None:
                 self._stream.slot.close()
                 self._stream = None
+                self._cond.notify_all()
+
+    @contextmanager
+    def waiting_for_preview(self) -> Iterator[None]:
+        """A preview request waiting for frames keeps the pipeline running, and PREVIEW_SECONDS
+        after it ends: a page that asks again after a slow first answer finds it still running."""
+        with self._cond:
+            self._preview_waiting += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._preview_waiting -= 1
+                self._preview_until = max(self._preview_until, self._clock() + PREVIEW_SECONDS)
                 self._cond.notify_all()
 
     def watch_preview(self, timeout: float) -> tuple[ThreadedPipeline, FrameSlot]:
@@ -204,7 +220,7 @@ class Supervisor:
     def _wanted(self, now: float) -> _Want | None:
         if self._stream is not None:
             return self._stream
-        if now < self._preview_until:
+        if now < self._preview_until or self._preview_waiting:
             if self._preview is None:
                 self._preview = _Want("preview", PREVIEW_FORMAT, FrameSlot())
             return self._preview
@@ -232,7 +248,7 @@ class Supervisor:
                     if run is not None and run.runner.frames_out > 0:
                         self.backoff.succeeded()  # healthy again
                     waits = [IDLE_WAKE, self.backoff.wait(now) or IDLE_WAKE]
-                    if self._preview is not None and self._stream is None:
+                    if self._preview is not None and self._stream is None and not self._preview_waiting:
                         waits.append(max(0.01, self._preview_until - now))
                     self._cond.wait(min(waits))
                     continue

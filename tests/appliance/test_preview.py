@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import threading
 import time
 
 import numpy as np
 import pytest
 import simplejpeg
 
+from appliance import preview, supervisor
 from appliance.control import ControlClient
+from appliance.pipeline import FramePipeline
+from appliance.preview import Previews
+from appliance.settings import Settings
+from appliance.sources.base import SourceError
+from appliance.supervisor import Supervisor
+from tests.support.faulty_camera import FaultyCamera
 
 
 def gray(jpeg: bytes) -> np.ndarray:
@@ -57,7 +65,6 @@ def test_each_request_gets_the_next_new_frame_not_the_same_one_again(demo_contro
 
 
 def test_a_frame_number_from_before_a_restart_still_gets_a_frame(demo_controller, monkeypatch):
-    from appliance import supervisor
     monkeypatch.setattr(supervisor, "PREVIEW_SECONDS", 1.5)
     seq, _ = demo_controller.preview_next("output", 0)
     deadline = time.monotonic() + 10  # the pipeline stops when the preview times out
@@ -78,3 +85,43 @@ def test_the_control_socket_passes_frame_numbers_and_refuses_bad_ones(demo_daemo
         with pytest.raises(SettingsError) as caught:
             client.call("preview", {"view": "output", "after": bad})
         assert "after" in caught.value.errors
+
+
+@pytest.fixture
+def slow_camera():
+    """The demo camera whose frames wait for `read_gate` (a first frame that takes long: the
+    model's first run on a Zero 2 W, an emulated machine)."""
+    camera = FaultyCamera()
+    camera.read_gate = threading.Event()
+    yield camera
+    camera.read_gate.set()
+
+
+@pytest.fixture
+def slow_previews(slow_camera):
+    sup = Supervisor(lambda: slow_camera, FramePipeline(Settings()))
+    yield Previews(sup, lambda: "blur")
+    slow_camera.read_gate.set()
+    sup.close()
+
+
+def test_the_first_frame_after_a_start_is_waited_for_longer_than_a_newer_one(slow_camera, slow_previews, monkeypatch):
+    monkeypatch.setattr(preview, "START_WAIT", 8.0)
+    threading.Timer(preview.WAIT + 1.0, slow_camera.read_gate.set).start()
+    seq, jpeg = slow_previews.next("output", 0)
+    assert seq > 0 and gray(jpeg).shape == (360, 640)
+
+
+def test_a_request_that_gave_up_waiting_leaves_the_camera_running_for_the_next(slow_camera, slow_previews,
+                                                                               monkeypatch):
+    """The page asks again after a first request ran out of time: the camera must still be
+    running for it, not closed and started over (which would begin the slow wait again)."""
+    monkeypatch.setattr(supervisor, "PREVIEW_SECONDS", 1.0)
+    monkeypatch.setattr(preview, "START_WAIT", 2.0)  # longer than PREVIEW_SECONDS
+    with pytest.raises(SourceError, match="timed out"):
+        slow_previews.next("output", 0)
+    assert slow_camera.stops == 0, "the camera was closed while a request still waited for it"
+    time.sleep(0.5)  # the page's pause before it asks again
+    slow_camera.read_gate.set()
+    seq, _ = slow_previews.next("output", 0, wait=15.0)
+    assert seq > 0 and (slow_camera.starts, slow_camera.stops) == (1, 0)

@@ -19,6 +19,7 @@ class FaultyCamera(DemoSource):
         self.fail_read_after: int | None = None
         self.start_gate: threading.Event | None = None  # start() waits for it
         self.stop_gate: threading.Event | None = None  # stop() waits for it
+        self.read_gate: threading.Event | None = None  # read() waits for it (a slow first frame)
         self.reads = 0
 
     def start(self, width, height, fps, lores_size):
@@ -31,6 +32,8 @@ class FaultyCamera(DemoSource):
         super().start(width, height, fps, lores_size)
 
     def read(self):
+        if self.read_gate is not None:
+            self.read_gate.wait()
         self.reads += 1
         if self.fail_read_after is not None and self.reads > self.fail_read_after:
             raise SourceError("camera stopped delivering frames")
