@@ -226,6 +226,21 @@ class UpdateVm:
             time.sleep(5)
         raise AssertionError(f"no SSH after {BOOT_TIMEOUT_S} s; console:\n{self.console_text()[-6000:]}")
 
+    def wait_web(self) -> None:
+        """Wait until the settings page answers: on a slow boot it starts well after SSH (~95 s
+        under TCG)."""
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while True:
+            try:
+                with self.http.open(f"http://127.0.0.1:{self.web_port}/", timeout=30):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answered
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"the settings page never answered: {exc}") from exc
+            time.sleep(5)
+
     def update_status(self) -> dict:
         return json.loads(self.ssh("sudo blurcam update status").stdout)
 
@@ -293,6 +308,14 @@ def mount_bundles(vm: UpdateVm) -> None:
     vm.ssh(f"mountpoint -q {BUNDLES} || {{ sudo mkdir -p {BUNDLES} && sudo mount -o ro /dev/vdb {BUNDLES}; }}")
 
 
+def change_a_setting(vm: UpdateVm, blur_strength: int) -> None:
+    """A setting saved on the device before an update, to be found again after it."""
+    vm.wait_web()
+    assert vm.api("POST", "/api/login", {"password": ADMIN_PASSWORD})[0] == 200
+    status, reply = vm.api("PUT", "/api/settings", {"blur_strength": blur_strength})
+    assert status == 200, reply
+
+
 def test_the_card_boots_slot_a_through_u_boot_and_it_is_good(vm):
     assert vm.booted_slots() == ["A"]
     status = vm.update_status()
@@ -319,9 +342,7 @@ def test_a_bad_bundle_is_refused_before_anything_is_written(vm, name, reason):
 
 
 def test_a_good_bundle_boots_b_on_trial_is_kept_and_the_settings_survive(vm):
-    assert vm.api("POST", "/api/login", {"password": ADMIN_PASSWORD})[0] == 200
-    status, reply = vm.api("PUT", "/api/settings", {"blur_strength": 77})
-    assert status == 200, reply
+    change_a_setting(vm, 77)
     start = time.monotonic()
     vm.ssh(f"sudo blurcam update install --no-reboot {BUNDLES}/good.raucb", timeout=3600)
     installed = time.monotonic() - start
@@ -364,6 +385,7 @@ def test_a_bundle_failing_its_health_check_falls_back_to_the_previous_slot_by_it
 
 def test_a_power_cut_during_an_install_leaves_the_running_slot_booting(vm):
     mount_bundles(vm)
+    change_a_setting(vm, 66)
     before = vm.update_status()
     vm.ssh(f"sudo systemd-run --unit=update-under-test blurcam update install --no-reboot {BUNDLES}/good.raucb")
     deadline = time.monotonic() + 1800
@@ -382,8 +404,9 @@ def test_a_power_cut_during_an_install_leaves_the_running_slot_booting(vm):
     assert vm.booted_slots() == [before["booted"]]
     status = vm.update_status()
     assert status["booted"] == before["booted"] and status["on_trial"] is False, status
+    vm.wait_web()
     assert vm.api("POST", "/api/login", {"password": ADMIN_PASSWORD})[0] == 200
-    assert vm.api("GET", "/api/settings")[1]["blur_strength"] == 77
+    assert vm.api("GET", "/api/settings")[1]["blur_strength"] == 66
 
 
 # --- a rollout from a hawkBit-DDI server inside the VM ------------------------------------------
@@ -419,6 +442,7 @@ def rollout_journal(vm: UpdateVm) -> str:
 
 def test_a_rollout_from_a_hawkbit_server_is_fetched_installed_and_kept_by_the_device(vm):
     mount_bundles(vm)
+    change_a_setting(vm, 55)
     before = vm.update_status()
     other = "A" if before["booted"] == "B" else "B"
     start = time.monotonic()
@@ -455,4 +479,4 @@ def test_a_rollout_from_a_hawkbit_server_is_fetched_installed_and_kept_by_the_de
     rollout = report["rollouts"][0]
     assert rollout["success_count"] == 1 and rollout["failure_count"] == 0, report
     assert vm.api("POST", "/api/login", {"password": ADMIN_PASSWORD})[0] == 200  # password kept
-    assert vm.api("GET", "/api/settings")[1]["blur_strength"] == 77  # settings kept
+    assert vm.api("GET", "/api/settings")[1]["blur_strength"] == 55  # settings kept
