@@ -421,7 +421,10 @@ def start_goosebit(vm: UpdateVm) -> None:
     site = f"{BUNDLES}/goosebit"
     env = vm.ssh(f"sudo python3 {BUNDLES}/goosebit_api.py configure {GOOSEBIT_WORK} {site}/goosebit/db/migrations").stdout.split()
     env += [f"PYTHONPATH={site}", f"PYTHONPYCACHEPREFIX={GOOSEBIT_WORK}/pycache"]
-    vm.ssh(f"cd {GOOSEBIT_WORK} && sudo env {' '.join(env)} python3 -m aerich upgrade", timeout=1200)
+    # Once seen to hang in the VM (waiting for its database connection; the same command in the
+    # image's root under qemu-user takes seconds): if it hangs, its threads' stacks end it.
+    vm.ssh(f"cd {GOOSEBIT_WORK} && sudo env {' '.join(env)} timeout -s ABRT 600 "
+           "python3 -X faulthandler -m aerich upgrade", timeout=1200)
     vm.ssh(f"sudo systemd-run --unit=rollout-server --collect -p WorkingDirectory={GOOSEBIT_WORK} "
            + " ".join(f"--setenv={e}" for e in env)
            + f" python3 -m uvicorn goosebit:app --host 127.0.0.1 --port {GOOSEBIT_URL.rsplit(':', 1)[1]}")
