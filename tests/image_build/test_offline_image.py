@@ -218,8 +218,8 @@ def test_units_verify_with_the_images_own_systemd(rootfs):
 
 
 def test_usb_device_mode_modules_load_and_no_legacy_gadget_can_grab_the_udc(rootfs):
-    loads = " ".join((p.read_text() for d in ("etc/modules-load.d", "usr/lib/modules-load.d")
-                      for p in (rootfs / d).glob("*.conf")))
+    loads = " ".join(p.read_text() for d in ("etc/modules-load.d", "usr/lib/modules-load.d")
+                      for p in (rootfs / d).glob("*.conf"))
     assert "dwc2" in loads.split() and "libcomposite" in loads.split() and "g_ether" not in loads
     etc_modules = rootfs / "etc/modules"
     assert not etc_modules.exists() or "g_ether" not in etc_modules.read_text()
