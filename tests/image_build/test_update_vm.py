@@ -51,6 +51,7 @@ ADMIN_PASSWORD = "change-me-please"  # the hash in fleet.example.toml
 # TCG boots take 3-6 min; several emulated machines side by side on a 2-core host take longer.
 BOOT_TIMEOUT_S = float(os.environ.get("BLURCAM_VM_BOOT_TIMEOUT_S", "1500"))
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
+CARD_EXTRA = 2 * 2**30  # the card is this much larger than the image
 ROLLOUT_VERSION = "3.0.0-rollout"
 BUNDLES = "/run/bundles"  # where the VM mounts the bundles disk (its root is read-only)
 
@@ -281,6 +282,10 @@ def vm(image, bundles_disk, tmp_path_factory):
     work = tmp_path_factory.mktemp("update-vm")
     disk = work / "disk.img"
     run(["cp", "--sparse=always", str(image), str(disk)])
+    # A card larger than the image, as in the field: the data partition grows at first boot. The
+    # rollout needs the room there (goosebit's copy of the bundle and the client's download, ~430 MB
+    # each); on the image's own 64 MiB (256 inodes) it ran out.
+    os.truncate(disk, image.stat().st_size + CARD_EXTRA)
     vm = UpdateVm(work, disk, bundles_disk)
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "update-test", "-f", str(vm.key)])
     # The operator's way in: an SSH key in the card's override file on the boot partition.
@@ -420,9 +425,12 @@ def start_goosebit(vm: UpdateVm) -> None:
     """goosebit on the VM's 127.0.0.1 from the bundles disk (its database on the data partition)."""
     site = f"{BUNDLES}/goosebit"
     env = vm.ssh(f"sudo python3 {BUNDLES}/goosebit_api.py configure {GOOSEBIT_WORK} {site}/goosebit/db/migrations").stdout.split()
-    env += [f"PYTHONPATH={site}", f"PYTHONPYCACHEPREFIX={GOOSEBIT_WORK}/pycache"]
-    # Once seen to hang in the VM (waiting for its database connection; the same command in the
-    # image's root under qemu-user takes seconds): if it hangs, its threads' stacks end it.
+    # Its ~1500 modules' bytecode in RAM: on the data partition it took every inode, and SQLite could
+    # then not create the database.
+    env += [f"PYTHONPATH={site}", "PYTHONPYCACHEPREFIX=/tmp/rollout-server-pycache"]
+    # aerich waits for ever when SQLite cannot open the database (tortoise keeps its connection lock
+    # after the failed connect), so SQLite's own error first; a hang still ends with every stack.
+    vm.ssh(f"sudo python3 -c 'import sqlite3; sqlite3.connect(\"{GOOSEBIT_WORK}/db.sqlite3\").close()'")
     vm.ssh(f"cd {GOOSEBIT_WORK} && sudo env {' '.join(env)} timeout -s ABRT 600 "
            "python3 -X faulthandler -m aerich upgrade", timeout=1200)
     vm.ssh(f"sudo systemd-run --unit=rollout-server --collect -p WorkingDirectory={GOOSEBIT_WORK} "
