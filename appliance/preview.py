@@ -88,7 +88,7 @@ def _side_by_side(tiles: list[np.ndarray]) -> np.ndarray:
 
 
 class Previews:
-    """The page's preview: asking keeps the pipeline running (see Supervisor.watch_preview);
+    """The page's preview: asking keeps the pipeline running (see Supervisor.watching_preview);
     each frame and view is encoded once, however many pages watch it."""
 
     def __init__(self, supervisor: Supervisor, effect: Callable[[], str]):
@@ -102,14 +102,13 @@ class Previews:
         (sequence, JPEG of `view`). With nothing newer in time, the newest frame again with the
         same number: a streaming client sends a frame only when the number moves on."""
         check_preview_view(view)
-        runner, slot = self.supervisor.watch_preview(START_WAIT)
-        newest, _ = slot.latest()
-        if after > newest:
-            after = 0  # a number from before a restart of the pipeline
-        if newest == 0:
-            wait = max(wait, START_WAIT)  # a fresh start: the model's first run is the slow one
-        deadline = time.monotonic() + wait
-        with self.supervisor.waiting_for_preview():
+        with self.supervisor.watching_preview(START_WAIT) as (runner, slot):
+            newest, _ = slot.latest()
+            if after > newest:
+                after = 0  # a number from before a restart of the pipeline
+            if newest == 0:
+                wait = max(wait, START_WAIT)  # a fresh start: the model's first run is the slow one
+            deadline = time.monotonic() + wait
             got = slot.get(after, timeout=wait)
             if got is None and after:
                 got = slot.get(0, timeout=max(0.0, deadline - time.monotonic()))

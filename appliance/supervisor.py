@@ -84,7 +84,7 @@ class Supervisor:
         self._stream: _Want | None = None  # the host's stream, while it streams
         self._preview: _Want | None = None  # the page's preview, while it watches
         self._preview_until = 0.0
-        self._preview_waiting = 0  # preview requests waiting for a frame now
+        self._preview_watchers = 0  # preview requests in progress
         self._run: _Run | None = None
         self._source: Source | None = None
         self.source_name = ""
@@ -116,25 +116,24 @@ class Supervisor:
                 self._cond.notify_all()
 
     @contextmanager
-    def waiting_for_preview(self) -> Iterator[None]:
-        """A preview request waiting for frames keeps the pipeline running, and PREVIEW_SECONDS
-        after it ends: a page that asks again after a slow first answer finds it still running."""
+    def watching_preview(self, timeout: float) -> Iterator[tuple[ThreadedPipeline, FrameSlot]]:
+        """A preview request: the running pipeline and its frames. The pipeline runs (or starts)
+        while the request lasts and PREVIEW_SECONDS after it ends, so a page that asks again after
+        a slow answer finds it still running. Waits up to `timeout` s for a start; SourceError
+        when the camera cannot run."""
         with self._cond:
-            self._preview_waiting += 1
+            self._preview_watchers += 1
         try:
-            yield
+            yield self._running_for_preview(timeout)
         finally:
             with self._cond:
-                self._preview_waiting -= 1
+                self._preview_watchers -= 1
                 self._preview_until = max(self._preview_until, self._clock() + PREVIEW_SECONDS)
                 self._cond.notify_all()
 
-    def watch_preview(self, timeout: float) -> tuple[ThreadedPipeline, FrameSlot]:
-        """The running pipeline and its frames, for a preview: keeps the pipeline alive (or
-        starts it) and waits up to `timeout` s for it to run. SourceError when it cannot."""
+    def _running_for_preview(self, timeout: float) -> tuple[ThreadedPipeline, FrameSlot]:
         deadline = self._clock() + timeout
         with self._cond:
-            self._preview_until = self._clock() + PREVIEW_SECONDS
             if self._run is None:
                 wait = self.backoff.wait(self._clock())
                 if wait > 0:  # the camera just failed: do not hammer it from every page refresh
@@ -220,7 +219,7 @@ class Supervisor:
     def _wanted(self, now: float) -> _Want | None:
         if self._stream is not None:
             return self._stream
-        if now < self._preview_until or self._preview_waiting:
+        if now < self._preview_until or self._preview_watchers:
             if self._preview is None:
                 self._preview = _Want("preview", PREVIEW_FORMAT, FrameSlot())
             return self._preview
@@ -248,7 +247,7 @@ class Supervisor:
                     if run is not None and run.runner.frames_out > 0:
                         self.backoff.succeeded()  # healthy again
                     waits = [IDLE_WAKE, self.backoff.wait(now) or IDLE_WAKE]
-                    if self._preview is not None and self._stream is None and not self._preview_waiting:
+                    if self._preview is not None and self._stream is None and not self._preview_watchers:
                         waits.append(max(0.01, self._preview_until - now))
                     self._cond.wait(min(waits))
                     continue
@@ -280,8 +279,6 @@ class Supervisor:
         with self._cond:
             self._run = _Run(want, runner)
             self.last_error = ""
-            if want.mode == "preview":  # the watch starts now, not when a slow start was asked for
-                self._preview_until = max(self._preview_until, self._clock() + PREVIEW_SECONDS)
             self._cond.notify_all()
         log.info("pipeline started: %s for %s (source %s)", want.fmt, want.mode, self.source_name)
 

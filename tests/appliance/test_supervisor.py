@@ -82,8 +82,8 @@ def test_the_pipeline_threads_run_nicer_than_the_thread_that_asked_for_frames(su
 
 def test_the_camera_opens_for_the_preview_and_closes_when_nobody_watches(supervisor, camera, monkeypatch):
     monkeypatch.setattr(sup, "PREVIEW_SECONDS", 1.5)
-    runner, slot = supervisor.watch_preview(15)
-    assert slot.get(0, timeout=15) is not None and runner.fmt == sup.PREVIEW_FORMAT
+    with supervisor.watching_preview(15) as (runner, slot):
+        assert slot.get(0, timeout=15) is not None and runner.fmt == sup.PREVIEW_FORMAT
     assert (camera.starts, camera.stops) == (1, 0)
     assert wait_for(lambda: camera.stops == 1)
     assert supervisor.mode == "idle"
@@ -92,8 +92,8 @@ def test_the_camera_opens_for_the_preview_and_closes_when_nobody_watches(supervi
 def test_a_preview_watches_a_running_stream_without_reopening_the_camera(supervisor, camera):
     slot = supervisor.start_stream(FMT)
     assert slot.get(0, timeout=15) is not None
-    _, preview_slot = supervisor.watch_preview(15)
-    assert preview_slot is slot and camera.starts == 1
+    with supervisor.watching_preview(15) as (_, preview_slot):
+        assert preview_slot is slot and camera.starts == 1
 
 
 def test_a_stop_while_the_camera_is_still_opening_returns_at_once_and_the_camera_closes(supervisor, camera):
@@ -140,7 +140,8 @@ def test_a_camera_that_keeps_failing_to_start_is_retried_ever_more_slowly(superv
     st = supervisor.status()
     assert "camera unplugged" in st["error"] and st["retry_in_s"] > 0 and st["state"] == "idle"
     with pytest.raises(SourceError, match=r"camera unavailable \(camera unplugged\); retrying in"):
-        supervisor.watch_preview(5)
+        with supervisor.watching_preview(5):
+            pass
 
 
 def test_the_back_off_doubles_from_one_second_to_thirty_and_starts_over_after_a_success():
