@@ -54,6 +54,8 @@ DEVICE_TREE_CHOSEN = Path("/proc/device-tree/chosen")
 BOOT_LOADER_MARKS = {"uboot": ("u-boot,version", "U-Boot"),
                      "custom": ("bootloader", "the Raspberry Pi firmware (tryboot)")}
 DOWNLOAD_TIMEOUT_S = 60
+# A download leaves this much of the data partition free: settings must still save during and after it.
+DOWNLOAD_RESERVE = 16 * 2**20
 
 
 class UpdateError(RuntimeError):
@@ -129,6 +131,16 @@ def url_problem(url: str) -> str | None:
     return None
 
 
+def room_problem(size: int, into: Path) -> str | None:
+    """None when a download of `size` bytes fits in `into`'s filesystem with DOWNLOAD_RESERVE to
+    spare, else a sentence saying it does not (checked before a byte is written)."""
+    free = shutil.disk_usage(into).free
+    if size + DOWNLOAD_RESERVE <= free:
+        return None
+    return (f"the bundle ({size / 1e6:.1f} MB) does not fit on the data partition: {free / 1e6:.1f} MB "
+            f"free, of which {DOWNLOAD_RESERVE >> 20} MiB stay for settings")
+
+
 def fetch(url: str, into: Path = DOWNLOAD_DIR) -> Path:
     """Download a bundle to the data partition. Only http(s); the signature is RAUC's to check."""
     if (problem := url_problem(url)) is not None:
@@ -138,6 +150,8 @@ def fetch(url: str, into: Path = DOWNLOAD_DIR) -> Path:
     try:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
             expected = r.headers.get("Content-Length")
+            if expected is not None and (problem := room_problem(int(expected), into)) is not None:
+                raise UpdateError(f"cannot download {url}: {problem}")
             shutil.copyfileobj(r, out, 1 << 20)
             size = out.tell()
         if expected is not None and size != int(expected):

@@ -6,6 +6,7 @@ appliance/update.py's install refusal and confirm against RAUC's service and ubo
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -128,6 +129,39 @@ def test_a_download_that_fails_is_reported(device, bundle_server, tmp_path):
         update.run_request(spool, boot_dir=device.work, download_dir=tmp_path / "downloads")
     status = json.loads((spool / "status.json").read_text())
     assert status["state"] == "failed" and "cannot download" in status["error"] and "HTTP 404" in status["error"]
+
+
+
+def test_a_bundle_larger_than_the_free_space_is_refused_before_a_byte_is_written(device, tmp_path):
+    """The server's Content-Length says the bundle would not fit: the download never starts, so
+    the data partition is not filled up (settings could not be saved then)."""
+    import http.server
+    import threading
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+
+    class TooBig(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", str(shutil.disk_usage(downloads).free + 1))
+            self.end_headers()  # and no body: a download that started would fail differently
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TooBig)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(update.UpdateError, match="does not fit on the data partition"):
+            update.fetch(f"http://127.0.0.1:{server.server_address[1]}/big.raucb", downloads)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert list(downloads.iterdir()) == []
+
+
+def test_a_download_leaves_room_for_settings(tmp_path):
+    free = shutil.disk_usage(tmp_path).free
+    assert update.room_problem(1 << 20, tmp_path) is None
+    problem = update.room_problem(free - update.DOWNLOAD_RESERVE // 2, tmp_path)
+    assert problem is not None and "16 MiB stay for settings" in problem, problem
 
 
 # --- the trial's verdict (`blurcam update confirm`) ------------------------------------------
