@@ -19,22 +19,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
 import socket
 import subprocess
 import sys
+import tempfile
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from appliance import update
+from appliance import storage, update
 
 log = logging.getLogger(__name__)
 
-DOWNLOAD = update.DOWNLOAD_DIR / "hawkbit.raucb"  # the data partition: the card's free space
+BUNDLE_NAME = "hawkbit.raucb"  # the deployment's bundle, in the download folder (the data partition)
 HASHES = ("sha256", "sha1", "md5")  # strongest first
 
 
@@ -98,6 +100,7 @@ def ddi_feedback(data: dict) -> dict:
 def client_class():
     """rauc-hawkbit's client with the deployment reading above (imported late: the library and
     its GLib/aiohttp dependencies exist only on the device)."""
+    import aiohttp
     from rauc_hawkbit.ddi.deployment_base import DeploymentStatusExecution, DeploymentStatusResult
     from rauc_hawkbit.rauc_dbus_ddi_client import RaucDBUSDDIClient
 
@@ -131,11 +134,24 @@ def client_class():
             except (KeyError, IndexError, StopIteration):
                 await self._fail(action, "the deployment names no downloadable artifact with a hash")
                 return
+            bundle = Path(self.bundle_dl_location)
+            size = artifact.get("size")
+            if isinstance(size, int) and (problem := update.room_problem(size, bundle.parent)) is not None:
+                await self._fail(action, problem)
+                return
             log.info("deployment %s: downloading %s", action, url)
-            await self.ddi.get_binary(url, self.bundle_dl_location)
-            got, want = file_hash(Path(self.bundle_dl_location), algorithm), artifact["hashes"][algorithm]
+            try:
+                await self.ddi.get_binary(url, str(bundle))
+            except aiohttp.ClientError:
+                discard(bundle)
+                raise  # the network's: the library polls again and the download starts over
+            except OSError as exc:  # the device's: say so, and give the space back
+                discard(bundle)
+                await self._fail(action, f"the bundle could not be saved: {storage.plain_reason(exc)}")
+                return
+            got, want = file_hash(bundle, algorithm), artifact["hashes"][algorithm]
             if got != want.lower():
-                Path(self.bundle_dl_location).unlink(missing_ok=True)
+                discard(bundle)
                 await self._fail(action, f"the download's {algorithm} is {got}, the server said {want}")
                 return
             self.action_id = action
@@ -143,6 +159,22 @@ def client_class():
             await asyncio.shield(self.install())
 
     return Client
+
+
+def discard(bundle: Path) -> None:
+    """Remove a download that will not be installed (a read-only disk has none to remove)."""
+    with contextlib.suppress(OSError):
+        bundle.unlink(missing_ok=True)
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why bundles cannot be saved in `folder` (made if missing), or None when they can."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return None
+    except OSError as exc:
+        return storage.plain_reason(exc)
 
 
 def use_glib_event_loop() -> None:
@@ -155,7 +187,7 @@ def use_glib_event_loop() -> None:
         gbulb.install()
 
 
-async def poll(server: Server, controller_id: str, reboot_command: tuple[str, ...]) -> None:
+async def poll(server: Server, controller_id: str, reboot_command: tuple[str, ...], download_dir: Path) -> None:
     import aiohttp
 
     def installed(result: int) -> None:
@@ -165,10 +197,9 @@ async def poll(server: Server, controller_id: str, reboot_command: tuple[str, ..
         else:
             log.error("the rollout's bundle was not installed (RAUC result %d)", result)
 
-    DOWNLOAD.parent.mkdir(parents=True, exist_ok=True)
     async with aiohttp.ClientSession() as session:
         client = client_class()(session, server.host, server.ssl, server.tenant, controller_id,
-                                server.token or "", device_attributes(), str(DOWNLOAD), installed)
+                                server.token or "", device_attributes(), str(download_dir / BUNDLE_NAME), installed)
         await client.start_polling()
 
 
@@ -178,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fleet-file", type=Path, default=Path("/etc/blurcam/fleet.toml"))
     parser.add_argument("--check", action="store_true", help="only say whether a server is configured (exit 1: no)")
     parser.add_argument("--controller-id", default=None, help="this device's name on the server (default: hostname)")
+    parser.add_argument("--download-dir", type=Path, default=update.DOWNLOAD_DIR,
+                        help="where bundles are downloaded (default: the data partition's %(default)s)")
     parser.add_argument("--reboot-command", default=" ".join(update.REBOOT), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     server = server_from_fleet(args.fleet_file)
@@ -189,11 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     if not update.slot_state().booted_good:
         print("this slot is on trial: the health check decides first; not polling yet", file=sys.stderr)
         return 1
+    if (problem := unwritable(args.download_dir)) is not None:
+        print(f"{args.download_dir}: no bundle can be saved there ({problem}); not polling", file=sys.stderr)
+        return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     use_glib_event_loop()
     controller_id = args.controller_id or socket.gethostname()
     log.info("polling %s (tenant %s) as %s", server.url, server.tenant, controller_id)
-    asyncio.run(poll(server, controller_id, tuple(args.reboot_command.split())))
+    asyncio.run(poll(server, controller_id, tuple(args.reboot_command.split()), args.download_dir))
     return 0
 
 
