@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 ADMIN, PASSWORD = "operator@example.com", "rollout-test-password"
@@ -62,13 +63,16 @@ class GoosebitApi:
             pass  # already set up (the database survived a reboot)
         self.token = json.loads(self._request("POST", "/login", form, "application/x-www-form-urlencoded"))["access_token"]
 
-    def _request(self, method: str, path: str, body: bytes | None = None, content_type: str | None = None) -> bytes:
+    def _request(self, method: str, path: str, body: bytes | Iterable[bytes] | None = None,
+                 content_type: str | None = None, length: int | None = None, timeout: float = 300) -> bytes:
         req = urllib.request.Request(self.url + path, data=body, method=method)
         if content_type:
             req.add_header("Content-Type", content_type)
+        if length is not None:
+            req.add_header("Content-Length", str(length))
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
-        with urllib.request.urlopen(req, timeout=300) as r:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
             return r.read()
 
     def api(self, method: str, path: str, body: dict | None = None) -> dict:
@@ -76,10 +80,22 @@ class GoosebitApi:
         return json.loads(self._request(method, "/api/v1" + path, data, "application/json" if data else None) or b"{}")
 
     def upload(self, bundle: Path) -> int:
+        """Upload a bundle (streamed: a whole system's bundle is ~430 MB, the device VM has 2 GB)."""
         boundary = "blurcamtestboundary"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{bundle.name}\"\r\n"
-                "Content-Type: application/octet-stream\r\n\r\n").encode() + bundle.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
-        return json.loads(self._request("PUT", "/api/v1/software", body, f"multipart/form-data; boundary={boundary}"))["id"]
+        head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{bundle.name}\"\r\n"
+                "Content-Type: application/octet-stream\r\n\r\n").encode()
+        tail = f"\r\n--{boundary}--\r\n".encode()
+
+        def body() -> Iterator[bytes]:
+            yield head
+            with open(bundle, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    yield chunk
+            yield tail
+        # goosebit answers once it has stored and parsed the bundle: minutes under emulation.
+        reply = self._request("PUT", "/api/v1/software", body(), f"multipart/form-data; boundary={boundary}",
+                              length=len(head) + bundle.stat().st_size + len(tail), timeout=1800)
+        return json.loads(reply)["id"]
 
     def device(self, name: str) -> dict | None:
         return next((d for d in self.api("GET", "/devices")["devices"] if d["id"] == name), None)

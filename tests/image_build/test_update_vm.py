@@ -20,6 +20,7 @@ Slow (every boot ~3 min under TCG, every install several minutes): `make update-
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.cookiejar
 import inspect
@@ -30,6 +31,7 @@ import shutil
 import socket
 import subprocess
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -52,6 +54,8 @@ ADMIN_PASSWORD = "change-me-please"  # the hash in fleet.example.toml
 BOOT_TIMEOUT_S = float(os.environ.get("BLURCAM_VM_BOOT_TIMEOUT_S", "1500"))
 MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 CARD_EXTRA = 2 * 2**30  # the card is this much larger than the image
+# The rollout's goosebit shares the VM and holds an uploaded bundle (~430 MB) in memory at once.
+VM_MEMORY_MB = 2048
 ROLLOUT_VERSION = "3.0.0-rollout"
 BUNDLES = "/run/bundles"  # where the VM mounts the bundles disk (its root is read-only)
 
@@ -184,7 +188,7 @@ class UpdateVm:
     def power_on(self) -> None:
         self.power_ons += 1
         self.qemu = subprocess.Popen(
-            [QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024", "-bios", str(UBOOT),
+            [QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", str(VM_MEMORY_MB), "-bios", str(UBOOT),
              "-display", "none", "-monitor", "none", "-serial", f"file:{self.console}",
              "-drive", f"file={self.disk},format=raw,if=virtio",
              "-drive", f"file={self.bundles},format=raw,if=virtio,readonly=on",
@@ -427,7 +431,9 @@ def start_goosebit(vm: UpdateVm) -> None:
     env = vm.ssh(f"sudo python3 {BUNDLES}/goosebit_api.py configure {GOOSEBIT_WORK} {site}/goosebit/db/migrations").stdout.split()
     # Its ~1500 modules' bytecode in RAM: on the data partition it took every inode, and SQLite could
     # then not create the database.
-    env += [f"PYTHONPATH={site}", "PYTHONPYCACHEPREFIX=/tmp/rollout-server-pycache"]
+    env += [f"PYTHONPATH={site}", "PYTHONPYCACHEPREFIX=/tmp/rollout-server-pycache",
+            f"TMPDIR={GOOSEBIT_WORK}/tmp"]  # uploads spool to disk, not to the RAM of /tmp
+    vm.ssh(f"sudo mkdir -p {GOOSEBIT_WORK}/tmp")
     # aerich waits for ever when SQLite cannot open the database (tortoise keeps its connection lock
     # after the failed connect), so SQLite's own error first; a hang still ends with every stack.
     vm.ssh(f"sudo python3 -c 'import sqlite3; sqlite3.connect(\"{GOOSEBIT_WORK}/db.sqlite3\").close()'")
@@ -438,11 +444,22 @@ def start_goosebit(vm: UpdateVm) -> None:
            + f" python3 -m uvicorn goosebit:app --host 127.0.0.1 --port {GOOSEBIT_URL.rsplit(':', 1)[1]}")
 
 
+def with_hawkbit_url(fleet: str, url: str) -> str:
+    """The fleet file `fleet` naming the rollout server `url` in its [update] table (added when missing)."""
+    line = f'hawkbit_url = "{url}"'
+    if re.search(r"(?m)^\[update\]\s*$", fleet):
+        out = re.sub(r"(?m)^\[update\]\s*$", f"[update]\n{line}", fleet, count=1)
+    else:
+        out = f"{fleet.rstrip()}\n\n[update]\n{line}\n"
+    assert tomllib.loads(out)["update"]["hawkbit_url"] == url, out
+    return out
+
+
 def start_hawkbit_client(vm: UpdateVm) -> None:
     """The device's own client (blurcam-hawkbit.service's command) with the fleet file plus the
     server's address, as an operator's fleet file with [update] hawkbit_url would have it."""
-    vm.ssh("sudo sh -c 'cp /etc/blurcam/fleet.toml /run/rollout-fleet.toml && "
-           f"printf \"\\n[update]\\nhawkbit_url = \\\"{GOOSEBIT_URL}\\\"\\n\" >> /run/rollout-fleet.toml'")
+    fleet = with_hawkbit_url(vm.ssh("sudo cat /etc/blurcam/fleet.toml").stdout, GOOSEBIT_URL)
+    vm.ssh(f"echo {base64.b64encode(fleet.encode()).decode()} | base64 -d | sudo tee /run/rollout-fleet.toml >/dev/null")
     vm.ssh("sudo systemd-run --unit=rollout-client --collect blurcam update hawkbit "
            f"--fleet-file /run/rollout-fleet.toml --controller-id {ROLLOUT_DEVICE}")
 
