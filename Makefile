@@ -25,9 +25,9 @@ test: $(STAMP)
 	$(MAKE) lint
 	$(PY) -m pytest
 
-# Lint and type check of the package (configuration in pyproject.toml); part of `make test`.
+# Lint of the package and its tests, type check of the package (configuration in pyproject.toml); part of `make test`.
 lint: $(STAMP)
-	$(PY) -m ruff check appliance web
+	$(PY) -m ruff check appliance web tests
 	$(PY) -m mypy
 
 bench: $(STAMP)

@@ -218,7 +218,6 @@ FLAT = (40, 160, 60)  # a flat green replacement background: whatever is not gre
 
 def person_in_output(yuv: np.ndarray) -> np.ndarray:
     """Where the output shows the person rather than the flat background (bool, frame size)."""
-    import cv2
     from appliance.frame import i420_to_rgb
     rgb = i420_to_rgb(yuv).astype(np.int16)
     return np.abs(rgb - np.array(FLAT, np.int16)).max(axis=2) > 40

@@ -25,7 +25,7 @@ FMT = StreamFormat("mjpeg", 640, 360, 30)
 @pytest.fixture(scope="module")
 def pipeline():
     p = FramePipeline(Settings())
-    p.segmenter  # load the model once for the module, not inside every first start
+    _ = p.segmenter  # load the model once for the module, not inside every first start
     return p
 
 

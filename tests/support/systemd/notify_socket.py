@@ -24,13 +24,13 @@ class NotifySocket:
     messages: list[Message] = field(default_factory=list)
 
     @classmethod
-    def bind_path(cls, path: Path) -> "NotifySocket":
+    def bind_path(cls, path: Path) -> NotifySocket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind(str(path))
         return cls(str(path), sock)
 
     @classmethod
-    def bind_abstract(cls, name: str) -> "NotifySocket":
+    def bind_abstract(cls, name: str) -> NotifySocket:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         sock.bind("\0" + name)
         return cls("@" + name, sock)
@@ -39,7 +39,7 @@ class NotifySocket:
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(4096)
-        except socket.timeout:
+        except TimeoutError:
             return None
         fields = dict(line.split("=", 1) for line in data.decode().splitlines() if "=" in line)
         message = Message(time.monotonic(), fields)
