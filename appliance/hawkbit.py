@@ -177,14 +177,17 @@ def unwritable(folder: Path) -> str | None:
         return storage.plain_reason(exc)
 
 
-def use_glib_event_loop() -> None:
-    """rauc-hawkbit follows RAUC's D-Bus signals through GLib: asyncio must run on GLib's loop."""
+def glib_event_loop() -> asyncio.AbstractEventLoop:
+    """rauc-hawkbit follows RAUC's D-Bus signals through GLib: asyncio must run on GLib's loop, the
+    one on the main context (asyncio.run would make a second loop, which PyGObject 3.50 refuses:
+    "Thread 'MainThread' already has a main context")."""
     try:
         from gi.events import GLibEventLoopPolicy  # PyGObject >= 3.50 (Debian trixie)
         asyncio.set_event_loop_policy(GLibEventLoopPolicy())
     except ImportError:
         import gbulb  # older PyGObject
         gbulb.install()
+    return asyncio.get_event_loop_policy().get_event_loop()
 
 
 async def poll(server: Server, controller_id: str, reboot_command: tuple[str, ...], download_dir: Path) -> None:
@@ -226,10 +229,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.download_dir}: no bundle can be saved there ({problem}); not polling", file=sys.stderr)
         return 1
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    use_glib_event_loop()
+    loop = glib_event_loop()
     controller_id = args.controller_id or socket.gethostname()
     log.info("polling %s (tenant %s) as %s", server.url, server.tenant, controller_id)
-    asyncio.run(poll(server, controller_id, tuple(args.reboot_command.split()), args.download_dir))
+    loop.run_until_complete(poll(server, controller_id, tuple(args.reboot_command.split()), args.download_dir))
     return 0
 
 
