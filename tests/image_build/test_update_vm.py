@@ -498,6 +498,7 @@ def test_a_rollout_from_a_hawkbit_server_is_fetched_installed_and_kept_by_the_de
     assert status["versions"][other] == ROLLOUT_VERSION
     assert vm.ssh("cat /etc/blurcam-test-release").stdout.strip() == ROLLOUT_VERSION
     # Back up, the client reports the new version and the server counts the rollout a success.
+    mount_bundles(vm)  # /run is new after the reboot
     start_goosebit(vm)
     start_hawkbit_client(vm)
     done = vm.ssh(f"python3 {BUNDLES}/goosebit_api.py report {GOOSEBIT_URL} {ROLLOUT_DEVICE} {ROLLOUT_VERSION}",
