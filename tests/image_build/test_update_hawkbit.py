@@ -49,6 +49,13 @@ def device(tmp_path):
     system.stop()
 
 
+def on_tmpfs(folder, options: str, command: list[str]) -> list[str]:
+    """`command` run in a mount namespace of its own with a tmpfs (mount `options`) on `folder`:
+    the download folder's free space and writability as a test needs them, seen by nothing else."""
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            f'mount -t tmpfs -o {options} blurcam-test "$0" && exec "$@"', str(folder), *command]
+
+
 def roll_out(tmp_path, server, device, client_python, download_dir, in_namespace: str | None = None,
              read_only_before_rollout: bool = False):
     """The device's client polling `server` (downloading into `download_dir`, mounted first with
@@ -65,8 +72,7 @@ def roll_out(tmp_path, server, device, client_python, download_dir, in_namespace
                "--download-dir", str(download_dir), "--reboot-command", f"touch {tmp_path / 'rebooted'}"]
     if in_namespace is not None:
         download_dir.mkdir()
-        command = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-                   f'mount -t tmpfs -o {in_namespace} blurcam-test "$0" && exec "$@"', str(download_dir), *command]
+        command = on_tmpfs(download_dir, in_namespace, command)
     client = subprocess.Popen(command, cwd=ROOT, env={**device.env, "PYTHONPATH": str(ROOT)},
                               stdout=open(tmp_path / "client.log", "w"), stderr=subprocess.STDOUT)
     try:
@@ -137,9 +143,8 @@ def test_a_client_that_could_not_save_a_bundle_says_so_and_does_not_start(tmp_pa
     downloads = tmp_path / "downloads"
     downloads.mkdir()
     done = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-         'mount -t tmpfs -o size=64m,ro blurcam-test "$0" && exec "$@"', str(downloads),
-         client_python, "-m", "appliance.hawkbit", "--fleet-file", str(fleet_file), "--download-dir", str(downloads)],
+        on_tmpfs(downloads, "size=64m,ro", [client_python, "-m", "appliance.hawkbit", "--fleet-file", str(fleet_file),
+                                            "--download-dir", str(downloads)]),
         cwd=ROOT, env={**device.env, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"{downloads}: no bundle can be saved there (the device's storage is read-only); not polling" \
