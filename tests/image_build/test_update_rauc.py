@@ -5,10 +5,14 @@ appliance/update.py's install refusal and confirm against RAUC's service and ubo
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import http.server
 import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -88,18 +92,24 @@ def test_install_names_a_missing_bundle_or_an_unusable_url(device):
         update.install("ftp://example.invalid/x.raucb", boot_dir=device.work, reboot=False)
 
 
-@pytest.fixture
-def bundle_server(bundles):
-    """The bundles over HTTP on 127.0.0.1 (the fleet's download server, for the page's URL install)."""
-    import functools
-    import http.server
-    import threading
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(bundles["good"].parent))
+@contextlib.contextmanager
+def serving(handler):
+    """An HTTP server on 127.0.0.1 for the length of the block; yields its base URL."""
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture
+def bundle_server(bundles):
+    """The bundles over HTTP (the fleet's download server, for the page's URL install)."""
+    with serving(functools.partial(http.server.SimpleHTTPRequestHandler,
+                                   directory=str(bundles["good"].parent))) as url:
+        yield url
 
 
 def test_the_pages_url_request_is_downloaded_and_a_refusal_reported(device, bundles, bundle_server, tmp_path):
@@ -131,12 +141,9 @@ def test_a_download_that_fails_is_reported(device, bundle_server, tmp_path):
     assert status["state"] == "failed" and "cannot download" in status["error"] and "HTTP 404" in status["error"]
 
 
-
 def test_a_bundle_larger_than_the_free_space_is_refused_before_a_byte_is_written(device, tmp_path):
     """The server's Content-Length says the bundle would not fit: the download never starts, so
     the data partition is not filled up (settings could not be saved then)."""
-    import http.server
-    import threading
     downloads = tmp_path / "downloads"
     downloads.mkdir()
 
@@ -146,14 +153,8 @@ def test_a_bundle_larger_than_the_free_space_is_refused_before_a_byte_is_written
             self.send_header("Content-Length", str(shutil.disk_usage(downloads).free + 1))
             self.end_headers()  # and no body: a download that started would fail differently
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), TooBig)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        with pytest.raises(update.UpdateError, match="does not fit on the data partition"):
-            update.fetch(f"http://127.0.0.1:{server.server_address[1]}/big.raucb", downloads)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(TooBig) as url, pytest.raises(update.UpdateError, match="does not fit on the data partition"):
+        update.fetch(f"{url}/big.raucb", downloads)
     assert list(downloads.iterdir()) == []
 
 
