@@ -302,6 +302,7 @@ def vm(image, bundles_disk, tmp_path_factory):
     # check's "gadget bound" needs it.
     with mounted(disk, parts[4], work / "rootA", "ext4", writable=True) as root:
         vm_udc.add_test_udc(root)
+        journal_to_serial_console(root)
     run(["mcopy", "-o", "-i", f"{disk}@@{boot.start}", str(override), "::/blurcam.toml"], env=MTOOLS_ENV)
     vm.power_on()
     try:
@@ -311,6 +312,13 @@ def vm(image, bundles_disk, tmp_path_factory):
     finally:
         vm.power_cut()
         disk.unlink(missing_ok=True)  # the card copy (GBs once written): the test's own
+
+
+def journal_to_serial_console(root: Path) -> None:
+    """The journal also on the serial console (the console log), in the mounted root at `root`: the
+    device's journal lives in RAM, so a boot the test cannot reach over SSH shows why only there."""
+    conf = root / "etc" / "systemd" / "journald.conf.d" / "zz-update-test-console.conf"
+    conf.write_text("[Journal]\nForwardToConsole=yes\nTTYPath=/dev/ttyAMA0\nMaxLevelConsole=info\n")
 
 
 def mount_bundles(vm: UpdateVm) -> None:
