@@ -56,12 +56,13 @@ else
     > "$rootfs/boot/firmware/cmdline.txt"
   # p5 or p6 is / (whichever slot booted: the kernel's root=), read-only and never checked (never
   # written); p7 is checked (and repaired: fsck.repair=yes) before every mount. systemd gives a
-  # device 90 s to show up before it gives the boot up (emergency mode): p7 gets 5 min, as a slow
-  # card or an emulated test VM on a busy machine found it only after ~3 min.
+  # device 90 s to show up before it gives its mount up: p1 and p7 get 5 min, as a slow card or an
+  # emulated test VM on a busy machine found them only after ~3 min (udevd itself started at 165 s;
+  # p1 given up meant no identity, no fleet keys, no SSH and no update confirm for that boot).
   cat > "$rootfs/etc/fstab" <<FSTAB
 # The SD card (image-build/LAYOUT.md). Written by image-build/scripts/build-offline.sh.
 /dev/root              /                 ext4   ro,noatime                                  0  0
-PARTUUID=$partuuid-01  /boot/firmware    vfat   ro,noatime,fmask=0022,dmask=0022,nofail     0  2
+PARTUUID=$partuuid-01  /boot/firmware    vfat   ro,noatime,fmask=0022,dmask=0022,nofail,x-systemd.device-timeout=5min  0  2
 PARTUUID=$partuuid-07  /var/lib/blurcam  ext4   noatime,nodev,nosuid,noexec,errors=remount-ro,x-systemd.device-timeout=5min  0  2
 # What else persists lives on p7 too (blurcam-data.service makes the directories).
 /var/lib/blurcam/system/web   /var/lib/blurcam-web  none  bind,x-systemd.requires=blurcam-data.service  0  0

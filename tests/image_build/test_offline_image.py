@@ -108,6 +108,7 @@ def test_fstab_keeps_root_and_boot_read_only_and_the_data_partition_checked(root
     assert entries["/"][2:] == ["ext4", "ro,noatime", "0", "0"]
     boot = entries["/boot/firmware"]
     assert boot[0] == f"PARTUUID={disk}-01" and boot[2] == "vfat" and "ro" in boot[3].split(",")
+    assert "x-systemd.device-timeout=5min" in boot[3].split(",")  # found late, it was given up
     data = entries["/var/lib/blurcam"]
     assert data[0] == f"PARTUUID={disk}-07" and data[2] == "ext4" and data[5] == "2"
     assert "rw" not in data[3].split(",") and "errors=remount-ro" in data[3].split(",")
@@ -325,3 +326,19 @@ def test_a_bad_card_override_is_not_applied_and_the_reason_is_left_on_the_card(r
     # Fixing the card clears the note on the next boot.
     assert provision(rootfs, None).returncode == 0
     assert not (rootfs / "boot/firmware/blurcam-error.txt").exists()
+
+
+def test_without_the_boot_partition_mounted_the_device_runs_on_the_images_fleet_file(rootfs):
+    """A boot whose FAT partition was not mounted: what /boot/firmware would show is the root's
+    own mount point, never read as the card (here: a directory in the root with an override in it)."""
+    unmounted = rootfs / "tmp/boot-not-mounted"
+    unmounted.mkdir(exist_ok=True)
+    (unmounted / "blurcam.toml").write_text('[usb]\nproduct = "Not This Card"\n')
+    r = in_chroot(rootfs, "/usr/lib/blurcam/provision --boot-dir /tmp/boot-not-mounted && hostname")
+    assert r.returncode == 0, r.stderr
+    assert "/tmp/boot-not-mounted is not mounted: this card's override was NOT read" in r.stderr
+    assert r.stdout.split()[-1] == "blurcam-ffee42"
+    cfg = tomllib.loads((rootfs / "run/blurcam-fleet/fleet.toml").read_text())
+    assert cfg["usb"]["product"] == "BlurCam" and cfg["usb"]["serial_number"] == PI_SERIAL
+    assert "operator@example" in (rootfs / "run/blurcam-fleet/authorized_keys").read_text()
+    assert sorted(p.name for p in unmounted.iterdir()) == ["blurcam.toml"]  # nothing written there
