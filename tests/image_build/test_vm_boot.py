@@ -4,8 +4,8 @@ the data partition grows to the card, the root stays read-only, the settings pag
 pipeline runs on its demo source, and nothing writes to the card while it runs.
 
 The "card" is a copy of the image made 1 GiB larger (as a real card is larger than the image), with
-a per-card override on its BLURCAM partition giving this test's SSH key: the test looks inside the
-device over SSH as the fleet's admin would. The VM has no USB device controller of its own; a
+this test's SSH key in its fleet file and a per-card override on its BLURCAM partition naming the
+product: the test looks inside the device over SSH as the fleet's admin would. The VM has no USB device controller of its own; a
 virtual controller pair (a UDC looped back to a host port in the same kernel) stands in for the
 Pi's dwc2, so the gadget binds and enumerates. Debian's own dummy_hcd has no isochronous endpoints
 (a UVC gadget cannot bind to it: EBUSY), so the card copy gets our dummy_hcd_iso
@@ -50,6 +50,7 @@ SOAK_S = float(os.environ.get("BLURCAM_IMAGE_SOAK_S", "600"))
 CAPTURE_CLIENT = Path(vmlib.__file__).with_name("v4l2_capture.py")
 # What the host application in the VM asks for: the smallest MJPEG mode (the model runs under TCG).
 STREAM = ("mjpeg", 640, 360)
+CARD_PRODUCT = "BlurCam Desk 7"  # the card's override names the USB product
 
 pytestmark = image_test_marks(extra_tools=(QEMU, "ssh", "ssh-keygen"))
 
@@ -105,31 +106,39 @@ class Vm:
 
 
 def make_card(image: Path, work: Path, public_key: str) -> tuple[Path, list]:
-    """A copy of the image, 1 GiB larger, with this card's override (the test's SSH key) on p1
-    and the test's USB controller module in slot A's root (p5)."""
+    """A copy of the image, 1 GiB larger, with this card's override (the product's name) on p1,
+    and in slot A's root (p5) the test's SSH key in the fleet file and the test's USB controller
+    module."""
     card = work / "card.img"
     run(["cp", "--sparse=always", str(image), str(card)])
     os.truncate(card, image.stat().st_size + CARD_EXTRA)
     _, _, parts = partition_table(card)
     override = work / "blurcam.toml"
-    override.write_text(f'[ssh]\nauthorized_keys = ["{public_key}"]\n')
+    override.write_text(f'[usb]\nproduct = "{CARD_PRODUCT}"\n')
     run(["mcopy", "-i", f"{card}@@{parts[0].start}", str(override), "::/blurcam.toml"],
         env={**os.environ, "MTOOLS_SKIP_CHECK": "1"})
-    add_test_udc(card, parts[4], work)
+    with mounted(card, parts[4], work / "rootA", "ext4", writable=True) as root:
+        add_admin_key(root, public_key)
+        release = vm_udc.add_test_udc(root)
+    print(f"card: test key in the fleet file, {vm_udc.MODULE}.ko ({release}) in slot A's root")
     return card, parts
 
 
-def add_test_udc(card: Path, root_part, work: Path) -> None:
-    """Our dummy_hcd_iso in the card copy's slot-A root (vm_udc)."""
-    with mounted(card, root_part, work / "rootA", "ext4", writable=True) as root:
-        release = vm_udc.add_test_udc(root)
-    print(f"card: {vm_udc.MODULE}.ko ({release}) added to slot A's root, depmod run")
+def add_admin_key(root: Path, public_key: str) -> None:
+    """The test's key in the image's fleet file, as the operator's own key would be: SSH works in
+    every boot, including one that cannot read the card's override."""
+    fleet_file = root / "etc/blurcam/fleet.image.toml"
+    text = fleet_file.read_text()
+    assert text.count("authorized_keys = [\n") == 1, "the fleet file's [ssh] keys changed shape"
+    fleet_file.write_text(text.replace("authorized_keys = [\n", f'authorized_keys = [\n  "{public_key}",\n'))
 
 
-def boot(card: Path, parts: list, work: Path, key: Path, name: str) -> tuple[subprocess.Popen, Vm]:
+def boot(card: Path, parts: list, work: Path, key: Path, name: str,
+         extra_cmdline: str = "") -> tuple[subprocess.Popen, Vm]:
     """Power the card up in the VM and wait for the settings page (fails with the console)."""
     boot_dir = copy_fat_files(card, parts[1], work / f"bootA-{name}")  # slot A's kernel, cmdline
-    cmdline = (boot_dir / "cmdline.txt").read_text().strip() + " modprobe.blacklist=uvcvideo"
+    cmdline = " ".join([(boot_dir / "cmdline.txt").read_text().strip(), "modprobe.blacklist=uvcvideo",
+                        extra_cmdline]).strip()
     http_port, ssh_port, console = free_port(), free_port(), work / f"console-{name}.log"
     qemu = subprocess.Popen(
         [QEMU, "-M", "virt", "-cpu", "cortex-a72", "-smp", "2", "-m", "1024",
@@ -206,6 +215,7 @@ def test_first_boot_provisioning_names_the_device_from_its_serial(vm):
     assert re.fullmatch(r"[0-9a-f]{16}", serial), serial
     assert vm.out("hostname").strip() == f"blurcam-{serial[-6:]}"
     assert vm.out("cat /sys/kernel/config/usb_gadget/blurcam/strings/0x409/serialnumber").strip() == serial
+    assert vm.out("cat /sys/kernel/config/usb_gadget/blurcam/strings/0x409/product").strip() == CARD_PRODUCT
 
 
 def test_the_settings_page_answers_over_the_network(vm):
@@ -258,7 +268,7 @@ def test_boot_brings_the_gadget_and_the_pipeline_up_without_waiting_for_the_netw
     assert vm.out("cat /sys/kernel/config/usb_gadget/*/UDC").strip().startswith("dummy_udc")
     # The loop-back host port enumerated it: the webcam a computer would see.
     products = vm.out("cat /sys/bus/usb/devices/*/product 2>/dev/null || true").splitlines()
-    assert "BlurCam" in products, products
+    assert CARD_PRODUCT in products, products
     assert "network-online.target" not in chain and "NetworkManager" not in chain
     assert gadget < ready
 
@@ -413,12 +423,7 @@ def test_a_reset_flag_on_the_card_resets_the_password_at_the_next_boot(vm, card)
     old_password_worked = vm.post_json("/api/login", {"password": ADMIN_PASSWORD})[0]
     vm.out("mount -o remount,rw /boot/firmware && touch /boot/firmware/blurcam-reset && "
            "mount -o remount,ro /boot/firmware && sync")
-    vm.sh("systemctl poweroff")  # -no-reboot: QEMU exits
-    assert vm.qemu is not None
-    try:  # the card stays the first VM's (QEMU's image lock) until it has powered off
-        vm.qemu.wait(timeout=BOOT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pytest.fail("the VM did not power off")
+    power_off(vm)
     qemu, again = boot(*card, name="second")
     try:
         gadget, ready = seconds(again, "blurcam-gadget.service"), seconds(again, "blurcam.service")
@@ -435,5 +440,38 @@ def test_a_reset_flag_on_the_card_resets_the_password_at_the_next_boot(vm, card)
         assert again.post_json("/api/login", {"password": password})[0] == 200
         mounts = {f[1]: f for f in (line.split() for line in again.out("cat /proc/mounts").splitlines())}
         assert "ro" in mounts["/boot/firmware"][3].split(",")
+    finally:
+        stop(qemu)
+
+
+def power_off(vm: Vm) -> None:
+    vm.sh("systemctl poweroff")  # -no-reboot: QEMU exits
+    assert vm.qemu is not None
+    try:  # the card stays this VM's (QEMU's image lock) until it has powered off
+        vm.qemu.wait(timeout=BOOT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the VM did not power off")
+
+
+def test_a_boot_that_cannot_mount_the_boot_partition_still_names_the_device_and_lets_the_admin_in(vm, card):
+    """If the card's FAT partition is not mounted in time (seen once: udevd started 165 s into a
+    first boot on a loaded machine, systemd's 90 s device wait ran out), provisioning still gives
+    the device its name, its USB serial and the fleet file's SSH keys, and the webcam still runs;
+    only the card's override waits for the next boot. The boot partition's mount is masked here."""
+    if vm.qemu is not None and vm.qemu.poll() is None:  # the first boot, if still running
+        power_off(vm)
+    qemu, degraded = boot(*card, name="no-boot-partition", extra_cmdline="systemd.mask=boot-firmware.mount")
+    try:
+        assert degraded.sh("findmnt /boot/firmware").returncode != 0, "the boot partition was mounted"
+        serial = degraded.out("cut -c1-16 /etc/machine-id").strip()  # the VM's board serial
+        assert degraded.out("hostname").strip() == f"blurcam-{serial[-6:]}"
+        strings = "/sys/kernel/config/usb_gadget/blurcam/strings/0x409"
+        assert degraded.out(f"cat {strings}/serialnumber").strip() == serial
+        assert degraded.out(f"cat {strings}/product").strip() == "BlurCam"  # the image's, not the card's
+        journal = degraded.out("journalctl -b -u blurcam-provision.service -o cat --no-pager")
+        assert "/boot/firmware is not mounted: this card's override was NOT read" in journal, journal
+        for unit in ("blurcam-provision.service", "blurcam-gadget.service", "blurcam.service", "ssh.service"):
+            assert degraded.sh(f"systemctl is-active {unit}").stdout.strip() == "active", unit
+        assert degraded.out("cat /sys/kernel/config/usb_gadget/*/UDC").strip().startswith("dummy_udc")
     finally:
         stop(qemu)
