@@ -56,7 +56,7 @@ MTOOLS_ENV = {**os.environ, "MTOOLS_SKIP_CHECK": "1"}
 CARD_EXTRA = 2 * 2**30  # the card is this much larger than the image
 # 1 GiB, as always. The rollout's goosebit holds an uploaded bundle (~430 MB) in memory at once,
 # which 1 GiB just holds. (One 2 GiB run never reached SSH; the first boot's device timeout under
-# load, image-build/update/README.md "Not done yet", explains such a boot; that one's journal was lost.)
+# load, since fixed (image-build/update/README.md), explains such a boot; that one's journal was lost.)
 VM_MEMORY_MB = 1024
 ROLLOUT_VERSION = "3.0.0-rollout"
 BUNDLES = "/run/bundles"  # where the VM mounts the bundles disk (its root is read-only)
