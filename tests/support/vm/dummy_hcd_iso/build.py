@@ -76,24 +76,28 @@ def _run(cmd: list[str], what: str, cwd: Path | None = None, timeout: float = 90
 
 
 def _headers_dependencies(headers: str, version: str, options: list[str]) -> list[str]:
-    """The -common and linux-kbuild packages a linux-headers package needs (same version)."""
+    """The -common and linux-kbuild packages a linux-headers package needs, as apt-get
+    specifications that keep to its Depends: `name=version` where it asks for that exact version,
+    the bare name (apt's newest, which satisfies it) where it asks for `>=` one. Debian's security
+    updates replace linux-kbuild with a newer build while an older kernel ABI keeps its headers."""
     out = _run(["apt-cache", *options, "show", f"{headers}={version}"],
                f"looking up {headers} {version} in apt")
     depends = next((line for line in out.splitlines() if line.startswith("Depends:")), "")
-    wanted = [name for name in re.findall(r"(linux-(?:headers|kbuild)-[^\s,(]+)", depends)]
-    if not any(n.endswith("-common") for n in wanted) or not any("kbuild" in n for n in wanted):
+    wanted = [f"{name}={wanted_version}" if relation == "=" else name for name, relation, wanted_version
+              in re.findall(r"(linux-(?:headers|kbuild)-[^\s,(]+)(?:\s*\((>?=)\s*([^)\s]+)\))?", depends)]
+    if not any(n.split("=")[0].endswith("-common") for n in wanted) or not any("kbuild" in n for n in wanted):
         raise ModuleBuildError(f"{headers} {version}: unexpected dependencies {depends!r}")
     return wanted
 
 
-def _download(packages: list[str], version: str, options: list[str], into: Path) -> None:
+def _download(specs: list[str], options: list[str], into: Path) -> None:
+    """apt-get download of `specs` (`name=version` or `name`) into `into`."""
     try:
-        _run(["apt-get", *options, "download", *(f"{p}={version}" for p in packages)],
-             "downloading the kernel build inputs", cwd=into)
+        _run(["apt-get", *options, "download", *specs], "downloading the kernel build inputs", cwd=into)
     except ModuleBuildError as exc:
         raise ModuleBuildError(
-            f"{exc}\nThe archive no longer offers version {version} of the kernel cached in "
-            f"{vmlib.CACHE}: delete its kernel-* directory so the current kernel is fetched.") from None
+            f"{exc}\nThe archive no longer offers what the kernel cached in {vmlib.CACHE} needs: "
+            "delete its kernel-* directory so the current kernel is fetched.") from None
 
 
 def prepare_build_tree(release: str, version: str, suite: str = vmlib.SUITE,
@@ -107,12 +111,13 @@ def prepare_build_tree(release: str, version: str, suite: str = vmlib.SUITE,
     options = vmlib._apt_options(suite, cache)
     headers = f"linux-headers-{release}"
     major_minor = ".".join(release.split(".")[:2])
-    packages = [headers, *_headers_dependencies(headers, version, options), f"linux-source-{major_minor}"]
+    specs = [f"{headers}={version}", *_headers_dependencies(headers, version, options),
+             f"linux-source-{major_minor}={version}"]
     if root.exists():
         _remove_cache_dir(root, cache)
     with tempfile.TemporaryDirectory(dir=cache, prefix="kbuild-download-") as tmp:
         work = Path(tmp)
-        _download(packages, version, options, work)
+        _download(specs, options, work)
         unpacked = work / "root"
         for deb in sorted(work.glob("linux-headers-*.deb")) + sorted(work.glob("linux-kbuild-*.deb")):
             _run(["dpkg-deb", "-x", str(deb), str(unpacked)], f"unpacking {deb.name}")
@@ -154,7 +159,7 @@ def pristine_source(release: str, version: str, suite: str, cache: Path = vmlib.
     options = vmlib._apt_options(suite, cache)
     with tempfile.TemporaryDirectory(dir=cache, prefix="source-download-") as tmp:
         work = Path(tmp)
-        _download([f"linux-source-{major_minor}"], version, options, work)
+        _download([f"linux-source-{major_minor}={version}"], options, work)
         staging = work / "out"
         staging.mkdir()
         shutil.copy2(_extract_source(work, major_minor), staging / "dummy_hcd.c")
@@ -167,13 +172,14 @@ def pristine_source(release: str, version: str, suite: str, cache: Path = vmlib.
 def _cross_headers(release: str, version: str, suite: str, arch: str, cache: Path,
                    into: Path) -> tuple[str, str]:
     """Download kernel `release`'s `arch` headers packages (and their -common one) into `into`;
-    (cross compiler package, kbuild tools package) they need from the build machine's side."""
+    (cross compiler package, kbuild tools package as an apt specification) they need from the
+    build machine's side."""
     headers = f"linux-headers-{release}"
     options = vmlib._apt_options(suite, cache, foreign_arch=arch)
     wanted = _headers_dependencies(f"{headers}:{arch}", version, options)
-    common = [n for n in wanted if n.endswith("-common")]
+    common = [n for n in wanted if n.split("=")[0].endswith("-common")]
     kbuild = next(n for n in wanted if "kbuild" in n)
-    _download([f"{headers}:{arch}", *common], version, options, into)
+    _download([f"{headers}:{arch}={version}", *common], options, into)
     staging = into / "headers"
     for deb in sorted(into.glob("linux-headers-*.deb")):
         _run(["dpkg-deb", "-x", str(deb), str(staging)], f"unpacking {deb.name}")
@@ -197,7 +203,7 @@ def cross_build_root(release: str, version: str, suite: str, arch: str,
     with tempfile.TemporaryDirectory(dir=cache, prefix="buildroot-make-") as tmp:
         work = Path(tmp)
         cross_gcc, kbuild = _cross_headers(release, version, suite, arch, cache, work)
-        packages = [*CROSS_ROOT_PACKAGES, cross_gcc, f"{kbuild}={version}"]
+        packages = [*CROSS_ROOT_PACKAGES, cross_gcc, kbuild]
         staging = _debootstrap(suite, packages, work, f"{headers}:{arch} {version}")
         _run(["cp", "-a", f"{work / 'headers'}/.", str(staging)],
              f"adding the {arch} headers to the {suite} build root")
