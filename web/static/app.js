@@ -76,10 +76,19 @@ function readSetting(name) {
   return inputs[0].value;
 }
 
-let lastSaved = null;
+// Several requests answer with the settings (the page's load, each save, an upload, a preset,
+// an import, a reset) and their answers can come back in any order, or after the user changed a
+// control. Each request takes a tick of this clock when it is made, and so does each change the
+// user makes: the controls show an answer only if nothing newer has been shown or changed since
+// it was asked, or an old answer would put back values that are no longer true.
+let settingsClock = 0;
+const settingsTick = () => ++settingsClock;
+let lastSaved = null, lastSavedAt = 0, shownAt = 0;
 
-function showSettings(settings) {
-  lastSaved = settings;
+function showSettings(settings, askedAt = settingsTick()) {
+  if (askedAt >= lastSavedAt) { lastSaved = settings; lastSavedAt = askedAt; }
+  if (askedAt < shownAt) return;
+  shownAt = askedAt;
   for (const el of settingInputs()) {
     if (!(el.name in settings)) continue;
     const value = settings[el.name];
@@ -126,11 +135,12 @@ function leftOut(sent, saved) {
 }
 
 async function saveSettings(change, what = "Saved") {
+  const askedAt = settingsTick();
   try {
     const response = await api("PUT", "/api/settings", change);
     const body = await jsonOf(response);
     if (response.ok) {
-      showSettings(body);
+      showSettings(body, askedAt);
       showFieldErrors({});
       if (typeof change.privacy_text === "string") {
         const dropped = leftOut(change.privacy_text, body.privacy_text);
@@ -162,12 +172,16 @@ function saveSoon(name, delayMs) {
 
 for (const form of document.querySelectorAll("form.settings")) {
   form.addEventListener("input", (event) => {
+    shownAt = settingsTick();  // what the user just set is the newest view of the settings
     const el = event.target;
     const out = $("o-" + el.name);
     if (out) out.textContent = el.value;
     if (el.type === "range") saveSoon(el.name, 150);  // live while dragging, not on every pixel
   });
-  form.addEventListener("change", (event) => saveSoon(event.target.name, 0));
+  form.addEventListener("change", (event) => {
+    shownAt = settingsTick();
+    saveSoon(event.target.name, 0);
+  });
   form.addEventListener("submit", (event) => event.preventDefault());
 }
 
@@ -234,6 +248,7 @@ $("background-form").addEventListener("submit", async (event) => {
   const data = new FormData();
   data.append("image", file);
   let response, body;
+  const askedAt = settingsTick();
   try {
     response = await api("POST", "/api/background", data);
     body = await jsonOf(response);
@@ -245,7 +260,7 @@ $("background-form").addEventListener("submit", async (event) => {
     showError("e-background", "");
     $("background-file").value = "";
     await backgroundPicker.load();
-    showSettings(body);
+    showSettings(body, askedAt);
     toast("Background uploaded");
   } else {
     // The server names the field "background" (the picture) or "image" (the upload itself).
@@ -296,11 +311,12 @@ $("preset-apply").addEventListener("submit", async (event) => {
   event.preventDefault();
   const name = $("preset-list").value;
   if (!name) return;
+  const askedAt = settingsTick();
   const response = await api("POST", presets.url(name) + "/apply");
   const body = await jsonOf(response);
   if (response.ok) {
     showError("e-preset", "");
-    showSettings(body);
+    showSettings(body, askedAt);
     showFieldErrors({});
     toast(`Preset “${name}” applied`);
   } else {
@@ -329,11 +345,12 @@ $("settings-import").addEventListener("change", async (event) => {
     showError("e-import", `${file.name} is not a settings file (not JSON: ${err.message}).`);
     return;
   }
+  const askedAt = settingsTick();
   const response = await api("POST", "/api/settings/import", data);
   const body = await jsonOf(response);
   if (response.ok) {
     showError("e-import", "");
-    showSettings(body);
+    showSettings(body, askedAt);
     showFieldErrors({});
     toast("Settings imported");
   } else {
@@ -343,9 +360,10 @@ $("settings-import").addEventListener("change", async (event) => {
 
 $("settings-reset").addEventListener("click", async () => {
   if (!window.confirm("Reset every setting to its default? Presets and the password stay.")) return;
+  const askedAt = settingsTick();
   const response = await api("POST", "/api/settings/reset");
   const body = await jsonOf(response);
-  if (response.ok) { showSettings(body); showFieldErrors({}); toast("All settings are back to their defaults"); }
+  if (response.ok) { showSettings(body, askedAt); showFieldErrors({}); toast("All settings are back to their defaults"); }
   else toast("Not reset: " + describeErrors(body), true);
 });
 
@@ -631,8 +649,9 @@ document.addEventListener("visibilitychange", () => preview.update());
 // ---- start ----
 
 async function loadAll() {
+  const askedAt = settingsTick();
   const response = await api("GET", "/api/settings");
-  if (response.ok) showSettings(await response.json());
+  if (response.ok) showSettings(await response.json(), askedAt);
   await Promise.all([backgroundPicker.load(), presets.load()]);
 }
 

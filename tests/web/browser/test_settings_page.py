@@ -1,6 +1,6 @@
 """The settings page in headless Chromium, against the real daemon running the demo camera:
 logging in (and getting back in without the password), changing the effect, the camera service
-going away and coming back."""
+going away and coming back, a change made before the page has finished loading."""
 
 from __future__ import annotations
 
@@ -161,3 +161,32 @@ def test_without_the_camera_service_the_page_says_so_backs_off_and_recovers(brow
         if daemon:
             daemon.stop()
         web.stop()
+
+
+def test_a_change_made_while_the_page_loads_is_not_undone_by_the_load(desktop, camera):
+    """The page asks the daemon for its settings when it opens; a control changed before that
+    answer comes keeps the user's value, and the answer, older than the change, is not shown."""
+    page, base = desktop, camera[0]
+    held = []  # the page's GET /api/settings, answered by the daemon but held back on the way
+
+    def hold(route):
+        if route.request.method == "GET":
+            held.append((route, route.fetch()))
+        else:
+            route.continue_()
+
+    page.route("**/api/settings", hold)
+    page.reload()
+    deadline = time.monotonic() + 20
+    while not held and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+    assert held, "the page never asked for its settings"
+    page.locator("#f-mirror").check()
+    wait_saved(page)
+    assert page.request.get(base + "/api/settings").json()["mirror"] is True
+    for route, answer in held:
+        route.fulfill(response=answer)  # the load's answer, from before the change, arrives last
+    deadline = time.monotonic() + 1.5
+    while time.monotonic() < deadline:  # the old answer would undo the box within milliseconds
+        assert page.locator("#f-mirror").is_checked(), "the late load answer undid the user's change"
+        page.wait_for_timeout(50)
