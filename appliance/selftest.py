@@ -32,6 +32,17 @@ def psnr(a: np.ndarray, b: np.ndarray, region: np.ndarray) -> float:
     return float("inf") if err == 0 else float(10 * np.log10(255 ** 2 / err))
 
 
+def judged_regions(truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(person, background) of a true mask (float 0..1), each eroded away from the outline, where
+    a soft edge is no one's fault: the person by 1/40 of the height, the background by three times
+    that (the blur spreads the person a little way out)."""
+    h = truth.shape[0]
+    margin = np.ones((max(3, h // 40),) * 2, np.uint8)
+    person = cv2.erode((truth > 0.99).astype(np.uint8), margin).astype(bool)
+    background = cv2.erode((truth < 0.01).astype(np.uint8), margin * 3).astype(bool)
+    return person, background
+
+
 def check_frame(rgb: np.ndarray, truth: np.ndarray, settings: Settings) -> dict:
     """Process one frame and measure it against the true mask."""
     h, w = truth.shape
@@ -41,9 +52,7 @@ def check_frame(rgb: np.ndarray, truth: np.ndarray, settings: Settings) -> dict:
     out = i420_to_rgb(result.yuv)
     MjpegEncoder(settings.jpeg_quality).encode(result.yuv)  # the encoder must work too
     inp = i420_to_rgb(frame.yuv)
-    margin = np.ones((max(3, h // 40),) * 2, np.uint8)
-    person = cv2.erode((truth > 0.99).astype(np.uint8), margin).astype(bool)
-    background = cv2.erode((truth < 0.01).astype(np.uint8), margin * 3).astype(bool)
+    person, background = judged_regions(truth)
     assert result.alpha_low is not None, "the blur effect segments every frame"
     mask = cv2.resize(result.alpha_low, (w, h)) > 0.5
     truth_b = truth > 0.5

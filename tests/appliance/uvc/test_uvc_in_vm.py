@@ -21,7 +21,7 @@ import pytest
 
 from appliance.frame import frame_from_rgb
 from appliance.pipeline import FramePipeline
-from appliance.selftest import detail, psnr
+from appliance.selftest import detail, judged_regions, psnr
 from appliance.settings import Settings
 from appliance.sources.demo import SCENE_SECONDS, STILL_SECONDS, DemoSource
 from appliance.uvc.formats import fps_from_interval, offered_formats
@@ -145,11 +145,8 @@ def content(rgb: np.ndarray) -> dict:
     leaves out the crown of the cap, 92 % found, which took the whole person's PSNR to 24-26 dB,
     so this test failed or passed by which poses the VM's frames happened to show."""
     picture, truth, t = demo_truth(rgb)
-    h, w = truth.shape
-    margin = np.ones((max(3, h // 40),) * 2, np.uint8)
-    person = cv2.erode((truth > 0.99).astype(np.uint8), margin).astype(bool)
+    person, background = judged_regions(truth)
     found = person & kept_by_the_pipeline(picture)
-    background = cv2.erode((truth < 0.01).astype(np.uint8), margin * 3).astype(bool)
     gray_in = cv2.cvtColor(picture, cv2.COLOR_RGB2GRAY)
     gray_out = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     return {"t": round(t, 4), "person_found": round(found.sum() / person.sum(), 3),
